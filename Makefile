@@ -1,0 +1,48 @@
+# Every target sets itself up from a fresh clone: a .venv, torch (CPU build, pinned first so no
+# CUDA wheel is pulled), then the package with its extras. Needs only python3 (3.10+), gcc, cmake.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+BENCH_JSON ?= bench-results/all.json
+SANITIZE_TESTS ?= tests -m sanitize
+
+.PHONY: install test bench sanitize sanitize-address sanitize-thread clean
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	touch $@
+
+install: $(VENV)/.torch
+	$(PY) -m pip install -q ".[test]"
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m pip install -q ".[bench]" || echo "bench extra not installable here; baselines that need it say so in the JSON"
+	$(VENV)/bin/pangu-core bench all --json $(BENCH_JSON)
+
+# The sanitized core is installed into build/<kind>-site and put first on PYTHONPATH; Python itself
+# is not instrumented, so the runtime is preloaded.
+sanitize: sanitize-address sanitize-thread
+
+sanitize-address: install
+	PANGU_SANITIZE=address PANGU_OPENMP=OFF $(PY) -m pip install -q --no-deps --upgrade \
+	  --config-settings=build-dir=build/asan --target build/asan-site .
+	PYTHONPATH=build/asan-site LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(PY) -m pytest -p no:cacheprovider $(SANITIZE_TESTS) -o filterwarnings=ignore::DeprecationWarning
+
+sanitize-thread: install
+	PANGU_SANITIZE=thread PANGU_OPENMP=OFF $(PY) -m pip install -q --no-deps --upgrade \
+	  --config-settings=build-dir=build/tsan --target build/tsan-site .
+	PYTHONPATH=build/tsan-site LD_PRELOAD="$$(gcc -print-file-name=libtsan.so)" \
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  $(PY) -m pytest -p no:cacheprovider $(SANITIZE_TESTS) -o filterwarnings=ignore::DeprecationWarning
+
+clean:
+	rm -rf build $(VENV) bench-results

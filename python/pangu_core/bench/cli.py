@@ -1,0 +1,33 @@
+"""`pangu-core bench <name>|all [--quick] [--json PATH]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pangu_core import bench
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="a benchmark name, or 'all' (known: " + ", ".join(bench.registry()) + ")")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+
+
+def run(args: argparse.Namespace) -> int:
+    known = bench.registry()
+    if args.name != "all" and args.name not in known:
+        print(f"pangu-core bench: unknown benchmark {args.name!r}; known: {', '.join(known)}, all", file=sys.stderr)
+        return 2
+    names = list(known) if args.name == "all" else [args.name]
+    docs = []
+    for name in names:
+        doc = bench.run(name, quick=args.quick)
+        docs.append(doc)
+        print(bench.format_table(doc), flush=True)
+        print(flush=True)
+        if args.json:  # written after each benchmark so a long suite keeps what it measured
+            bench.write_json(docs[0] if len(names) == 1 else docs, args.json)
+    if args.json:
+        print(f"results written to {args.json}")
+    return 0

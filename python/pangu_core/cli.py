@@ -1,0 +1,63 @@
+"""The `pangu-core` command: one subcommand per part, each defined in its own module.
+
+Only the module of the subcommand being run is imported, so `pangu-core bench` does not pay for
+transformers and `pangu-core --help` imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+# name -> (module defining add_arguments(parser) and run(args) -> int, one-line help)
+COMMANDS = {
+    "bench": ("pangu_core.bench.cli", "run microbenchmarks (ours vs a baseline, same run)"),
+    "info": ("pangu_core.cli", "print how the C++ core was built and which devices exist"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `pangu-core info` (none)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """`pangu-core info`: build_info() and the devices found, as JSON."""
+    import pangu_core
+    from pangu_core import device
+
+    report = pangu_core.build_info()
+    report["devices"] = [vars(d) for d in device.available()]
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<8} {help_text}" for name, (_, help_text) in COMMANDS.items())
+    return argparse.ArgumentParser(
+        prog="pangu-core",
+        usage="pangu-core COMMAND [options]",
+        description=f"commands:\n{lines}\n\nRun `pangu-core COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"pangu-core {name}", description=help_text)
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(rest)) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The dual system: fast / slow / auto modes, the chat format, mode selection and self-repair."""
