@@ -1,0 +1,1 @@
+"""Iterative distillation: model-aware data selection, SFT, and merging between rounds."""

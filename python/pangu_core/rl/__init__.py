@@ -1,0 +1,1 @@
+"""GRPO-style reinforcement learning on a latency-tolerant (stale synchronous) scheduler."""

@@ -1,0 +1,1 @@
+"""The embedded default: generated reasoning tasks, a programmatic teacher, tokenizer and tiny model."""
