@@ -184,3 +184,16 @@ def test_units_distinct_small_grid() -> None:
         plan = plan_tiling(batch, kv_heads * 2, kv_heads, q_len, 40, 16, causal=True)
         keys = {(u[0], u[1], u[2]) for u in plan["units"]}
         assert len(keys) == plan["num_units"]
+
+
+# The device record carries the plan unchanged (what the kernel reads is what was tested here).
+def test_kernel_record_matches_plan() -> None:
+    from pangu_core import _core
+
+    plan = plan_tiling(3, 16, 4, 97, 1025, 80, causal=True, kv_lens=[1025, 5, 0], hardware=AscendHardware(num_cores=20))
+    record = _core.ascend.kernel_record(3, 16, 4, 97, 1025, 80, True, [1025, 5, 0], 0.125, 20)
+    for key in ("block_q", "block_kv", "group", "rows", "q_blocks", "chunks", "num_units", "used_cores"):
+        assert record[key] == plan[key], key
+    assert record["core_begin"] == plan["core_begin"][: plan["used_cores"] + 1]
+    assert record["has_kv_lens"] == 1 and record["causal"] == 1 and record["scale"] == 0.125
+    assert record["nbytes"] == 4 * (18 + 129)

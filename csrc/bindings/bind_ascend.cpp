@@ -99,6 +99,45 @@ py::dict plan(int64_t batch, int64_t heads, int64_t kv_heads, int64_t q_len, int
   return to_dict(s, t, hw);
 }
 
+// The kernel's device record for a plan, field by field (core_begin cut to the launched cores).
+py::dict kernel_record(int64_t batch, int64_t heads, int64_t kv_heads, int64_t q_len, int64_t kv_len, int64_t head_dim,
+                       bool causal, std::optional<std::vector<int64_t>> kv_lens, double scale, int64_t cores) {
+  AttentionShape s;
+  s.batch = batch;
+  s.heads = heads;
+  s.kv_heads = kv_heads;
+  s.q_len = q_len;
+  s.kv_len = kv_len;
+  s.head_dim = head_dim;
+  s.causal = causal;
+  if (kv_lens) s.kv_lens = *kv_lens;
+  HardwareSpec hw;
+  hw.num_cores = cores;
+  Tiling t = ascend::plan_tiling(s, hw);
+  ascend::FlashAttentionTilingData r = ascend::pack_kernel_tiling(s, t, static_cast<float>(scale));
+  py::dict d;
+  d["batch"] = r.batch;
+  d["heads"] = r.heads;
+  d["kv_heads"] = r.kv_heads;
+  d["q_len"] = r.q_len;
+  d["kv_len"] = r.kv_len;
+  d["head_dim"] = r.head_dim;
+  d["group"] = r.group;
+  d["block_q"] = r.block_q;
+  d["block_kv"] = r.block_kv;
+  d["rows"] = r.rows;
+  d["q_blocks"] = r.q_blocks;
+  d["chunks"] = r.chunks;
+  d["causal"] = r.causal;
+  d["has_kv_lens"] = r.has_kv_lens;
+  d["num_units"] = r.num_units;
+  d["used_cores"] = r.used_cores;
+  d["scale"] = r.scale;
+  d["core_begin"] = std::vector<int32_t>(r.core_begin, r.core_begin + r.used_cores + 1);
+  d["nbytes"] = sizeof(r);
+  return d;
+}
+
 py::dict simulate(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out, bool causal,
                   double scale, std::optional<std::vector<int64_t>> kv_lens, int64_t ub, int64_t l1, int64_t l0a,
                   int64_t l0b, int64_t l0c, int64_t cores) {
@@ -124,6 +163,9 @@ void bind(py::module_& m) {
         py::arg("l0b_bytes") = def.l0b_bytes, py::arg("l0c_bytes") = def.l0c_bytes,
         py::arg("num_cores") = def.num_cores,
         "Block sizes, UB/L1/L0 budgets and the per-core unit schedule of the flash-attention kernel.");
+  a.def("kernel_record", &kernel_record, py::arg("batch"), py::arg("heads"), py::arg("kv_heads"), py::arg("q_len"),
+        py::arg("kv_len"), py::arg("head_dim"), py::arg("causal"), py::arg("kv_lens"), py::arg("scale"),
+        py::arg("num_cores") = def.num_cores, "The tiling record the Ascend C kernel reads, as a dict.");
   a.def("simulate", &simulate, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("causal"),
         py::arg("scale"), py::arg("kv_lens") = py::none(), py::arg("ub_bytes") = def.ub_bytes,
         py::arg("l1_bytes") = def.l1_bytes, py::arg("l0a_bytes") = def.l0a_bytes, py::arg("l0b_bytes") = def.l0b_bytes,

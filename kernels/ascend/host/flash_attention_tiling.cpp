@@ -9,7 +9,7 @@ namespace pangu::ascend {
 namespace {
 
 // The kernel's tiling struct has room for this many per-core ranges.
-constexpr int64_t kMaxCores = 128;
+constexpr int64_t kMaxCores = kKernelMaxCores;
 constexpr int64_t kMaxHeadDim = 256;
 // Vector instructions repeat at most 255 times; the kernel issues one repeat per key of a block.
 constexpr int64_t kMaxBlockKv = 255;
@@ -212,6 +212,36 @@ Tiling plan_tiling(const AttentionShape& s, const HardwareSpec& hw) {
     if (t.core_begin[static_cast<size_t>(c + 1)] > t.core_begin[static_cast<size_t>(c)]) ++t.used_cores;
   PANGU_ASSERT(unit == t.num_units);
   return t;
+}
+
+FlashAttentionTilingData pack_kernel_tiling(const AttentionShape& s, const Tiling& t, float scale) {
+  const int64_t limit = 0x7fffffff;
+  const int64_t dims[] = {s.batch, s.heads, s.kv_heads, s.q_len, s.kv_len, t.num_units,
+                          s.batch * s.heads * s.q_len * s.head_dim, s.batch * s.kv_heads * s.kv_len * s.head_dim};
+  for (int64_t d : dims) PANGU_CHECK(d <= limit, Value, "shape: expected sizes below 2^31 elements, got ", d);
+  PANGU_CHECK(t.used_cores <= kKernelMaxCores, Value, "num_cores: the kernel record holds ", kKernelMaxCores,
+              " cores, got ", t.used_cores);
+  FlashAttentionTilingData d{};
+  d.batch = static_cast<int32_t>(s.batch);
+  d.heads = static_cast<int32_t>(s.heads);
+  d.kv_heads = static_cast<int32_t>(s.kv_heads);
+  d.q_len = static_cast<int32_t>(s.q_len);
+  d.kv_len = static_cast<int32_t>(s.kv_len);
+  d.head_dim = static_cast<int32_t>(s.head_dim);
+  d.group = static_cast<int32_t>(t.group);
+  d.block_q = static_cast<int32_t>(t.block_q);
+  d.block_kv = static_cast<int32_t>(t.block_kv);
+  d.rows = static_cast<int32_t>(t.rows);
+  d.q_blocks = static_cast<int32_t>(t.q_blocks);
+  d.chunks = static_cast<int32_t>(t.chunks);
+  d.causal = s.causal ? 1 : 0;
+  d.has_kv_lens = s.kv_lens.empty() ? 0 : 1;
+  d.num_units = static_cast<int32_t>(t.num_units);
+  d.used_cores = static_cast<int32_t>(t.used_cores);
+  d.scale = scale;
+  for (int64_t c = 0; c <= t.used_cores; ++c)
+    d.core_begin[c] = static_cast<int32_t>(t.core_begin[static_cast<size_t>(c)]);
+  return d;
 }
 
 std::string describe(const Tiling& t, const HardwareSpec& hw) {

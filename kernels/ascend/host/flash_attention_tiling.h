@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ascend/host/flash_attention_tiling_data.h"
+
 namespace pangu::ascend {
 
 // On-chip buffer sizes in bytes and the core count. Defaults are the Atlas A2 (Ascend 910B) AI Core:
@@ -111,6 +113,10 @@ Unit unit_at(const AttentionShape& shape, const Tiling& tiling, int64_t index);
 // Keys visible to query position `q` of a sequence with `kv_len` keys: [0, visible_keys(...)).
 // Causal: kv_len - q_len + q + 1 clamped to [0, kv_len]; otherwise kv_len. O(1).
 int64_t visible_keys(bool causal, int64_t q, int64_t q_len, int64_t kv_len);
+
+// The record the kernel reads (flash_attention_tiling_data.h) for this plan; scale multiplies q·k.
+// Throws ValueError when a dimension exceeds int32 or the plan uses more cores than the record holds.
+FlashAttentionTilingData pack_kernel_tiling(const AttentionShape& shape, const Tiling& tiling, float scale);
 
 // A readable one-line summary ("block_q=.. block_kv=.. ub=.. / ..") for logs and errors.
 std::string describe(const Tiling& tiling, const HardwareSpec& hw);
