@@ -73,6 +73,7 @@ def test_simulation_matches_reference(dtype: torch.dtype, case: tuple) -> None:
 
 
 # Decode against ragged cache lengths, including an empty cache (zeros) and a 1-token cache.
+@pytest.mark.sanitize
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("q_len", [1, 4])
 def test_ragged_cache_lengths(dtype: torch.dtype, q_len: int) -> None:
@@ -101,6 +102,7 @@ def test_rows_without_keys_are_zero() -> None:
 
 
 # The core split changes nothing: every unit runs the same arithmetic whichever core owns it.
+@pytest.mark.sanitize
 def test_result_independent_of_core_count() -> None:
     q, k, v = _inputs(2, 8, 2, 97, 97, 64, torch.float16, seed=1)
     one, plan_one = simulate(q, k, v, causal=True, hardware=AscendHardware(num_cores=1), return_plan=True)

@@ -5,10 +5,13 @@ named."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pangu_core import npu_attention
 from pangu_core.npu_attention import AscendHardware, plan_tiling
@@ -197,3 +200,31 @@ def test_kernel_record_matches_plan() -> None:
     assert record["core_begin"] == plan["core_begin"][: plan["used_cores"] + 1]
     assert record["has_kv_lens"] == 1 and record["causal"] == 1 and record["scale"] == 0.125
     assert record["nbytes"] == 4 * (18 + 129)
+
+
+# Random problems and buffer sizes: either a plan that keeps every invariant or a clear ValueError.
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    kv_heads=st.integers(1, 3),
+    group=st.sampled_from([1, 2, 4, 8]),
+    q_len=st.integers(1, 300),
+    kv_len=st.integers(1, 600),
+    head_dim=st.sampled_from([16, 48, 64, 80, 96, 128, 192, 256]),
+    causal=st.booleans(),
+    ub_kib=st.integers(16, 256),
+    cores=st.integers(1, 64),
+)
+def test_plan_random_problems(batch, kv_heads, group, q_len, kv_len, head_dim, causal, ub_kib, cores) -> None:
+    hw = AscendHardware(ub_bytes=ub_kib * 1024, num_cores=cores)
+    heads = kv_heads * group
+    try:
+        plan = plan_tiling(batch, heads, kv_heads, q_len, kv_len, head_dim, causal=causal, hardware=hw)
+    except ValueError as err:
+        # The refusal is honest: some buffer of the smallest tile really exceeds its size.
+        message = str(err)
+        assert "no tile fits the on-chip buffers" in message
+        needs = [(int(a), int(b)) for a, b in re.findall(r"(\d+) of (\d+)", message)]
+        assert any(a > b for a, b in needs), message
+        return
+    _check_plan(plan, batch, heads, kv_heads, q_len, kv_len, head_dim, causal, None, hw)

@@ -33,7 +33,8 @@ from pangu_core.tensors import FLOAT_DTYPES, check_tensor
 ENV_VAR = "PANGU_NPU_ATTENTION"
 # torch_npu's compressed causal mask: the operators read a fixed 2048 x 2048 upper triangle.
 _COMPRESSED_MASK_SIZE = 2048
-_OP_LIBRARY = Path(__file__).with_name("libpangu_ascend_ops.so")
+# Installed beside the compiled core (also in editable installs, where this file stays in the source).
+_OP_LIBRARY = Path(_core.__file__).with_name("libpangu_ascend_ops.so")
 _INT_DTYPES = (torch.int32, torch.int64)
 
 
