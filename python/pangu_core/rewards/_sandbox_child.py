@@ -58,8 +58,10 @@ def _set_limits(limits):
         (resource.RLIMIT_CORE, 0),
     ]
     for which, value in pairs:
-        # Hard limit too, so the payload cannot raise its soft limit back.
-        resource.setrlimit(which, (value, value))
+        # Hard limit too, so the payload cannot raise its soft limit back; the CPU hard limit is one
+        # second later so the soft one first says why (SIGXCPU) before the kernel's SIGKILL.
+        hard = value + 1 if which == resource.RLIMIT_CPU else value
+        resource.setrlimit(which, (value, hard))
 
 
 def _wait_with_timeout(pid, seconds):
@@ -167,6 +169,24 @@ def _run_tests(spec, status_fd):
     return 0
 
 
+def _run_program(spec, status_fd):
+    """Runs argv as a child, so the program is never the namespace's init (which ignores signals
+    such as SIGXCPU that have no handler), and reports how it ended."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(status_fd)
+            os.execve(spec["argv"][0], spec["argv"], dict(os.environ))
+        finally:
+            os._exit(127)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        _emit(status_fd, {"signal": os.WTERMSIG(status)})
+    else:
+        _emit(status_fd, {"exit": os.WEXITSTATUS(status)})
+    return 0
+
+
 def main():
     spec = json.loads(sys.argv[1])
     status_fd = spec["status_fd"]
@@ -179,11 +199,12 @@ def main():
     if pid == 0:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         if spec["mode"] == "exec":
-            os.close(status_fd)
-            os.execve(spec["argv"][0], spec["argv"], dict(os.environ))
+            os._exit(_run_program(spec, status_fd))
         os._exit(_run_tests(spec, status_fd))
     _emit(status_fd, {"payload": pid})
     _, status = os.waitpid(pid, 0)
+    if spec["mode"] == "exec" and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return 0  # the payload already reported the program's own ending
     if os.WIFSIGNALED(status):
         _emit(status_fd, {"signal": os.WTERMSIG(status)})
         return 128 + os.WTERMSIG(status)

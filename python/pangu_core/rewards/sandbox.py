@@ -165,6 +165,12 @@ def _teardown(proc: subprocess.Popen, cgroup: str | None, payload: int | None, m
     if payload is not None:
         _kill_quietly(payload)
     proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None and not pipe.closed:
+            try:
+                pipe.close()
+            except OSError:
+                pass
     for _ in range(200):
         alive = []
         if cgroup is not None:
