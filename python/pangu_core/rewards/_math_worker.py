@@ -3,8 +3,9 @@
 Run by path as ``_math_worker.py READ_FD WRITE_FD``. Math-verify's signal-based timeouts are turned
 off (``parsing_timeout=None``, ``timeout_seconds=None``): the parent enforces the time limit by
 killing this process and starting another. Protocol over ``multiprocessing.connection``:
-the worker sends ("ready",), then for each received batch [(key, gold, answer, float_rounding), ...]
-sends one (key, equal: bool | None, error: str) per item as soon as it is decided.
+the worker sends ("ready",), then for each received (generation, [(key, gold, answer, float_rounding),
+...]) sends one (key, equal: bool | None, error: str) per item as soon as it is decided. Parsed
+expressions are cached until the generation changes (the parent's ``clear_cache``).
 """
 
 import logging
@@ -26,6 +27,7 @@ def main():
     from math_verify import parse, verify
 
     parsed = {}
+    generation = None
 
     def parse_cached(text):
         if text not in parsed:
@@ -37,9 +39,12 @@ def main():
     outbox.send(("ready",))
     while True:
         try:
-            batch = inbox.recv()
+            batch_generation, batch = inbox.recv()
         except EOFError:
             return
+        if batch_generation != generation:
+            parsed.clear()
+            generation = batch_generation
         for key, gold, answer, rounding in batch:
             try:
                 gold_parsed = parse_cached(gold)

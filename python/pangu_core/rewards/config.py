@@ -82,6 +82,9 @@ class SandboxLimits:
     open_files: int = 64
     output_bytes: int = 1 << 16
     isolate_network: bool = True
+    # Let programs import installed packages (numpy, ...): the interpreter then processes
+    # site-packages at start, which costs tens of milliseconds per run.
+    python_site: bool = False
 
     def __post_init__(self) -> None:
         problems: list[str] = []

@@ -83,6 +83,7 @@ class MathVerifier:
         self._cache: OrderedDict[tuple[str, str], SourceScore] = OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
+        self._generation = 0
         self.stats = {"timeouts": 0, "restarts": 0, "cache_hits": 0}
 
     def __enter__(self) -> "MathVerifier":
@@ -103,8 +104,10 @@ class MathVerifier:
                 worker.close()
 
     def clear_cache(self) -> None:
+        """Forgets cached verdicts, and the workers forget parsed expressions on their next batch."""
         with self._lock:
             self._cache.clear()
+            self._generation += 1
 
     def compare(self, pairs: Sequence[tuple[str, str]]) -> list[SourceScore]:
         """Verdicts for (reference, answer) pairs: 1.0 equivalent, 0.0 not, with a reason."""
@@ -167,7 +170,8 @@ class MathVerifier:
             while pending:
                 if worker is None:
                     worker = _Worker()
-                worker.send.send([(i, g, a, self.config.float_rounding) for i, (g, a) in enumerate(pending)])
+                worker.send.send((self._generation,
+                                  [(i, g, a, self.config.float_rounding) for i, (g, a) in enumerate(pending)]))
                 done = 0
                 while done < len(pending):
                     if not worker.recv.poll(self.config.timeout_seconds):

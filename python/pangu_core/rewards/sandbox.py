@@ -252,7 +252,7 @@ def run_sandboxed(
     payload = None
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", _CHILD, json.dumps(spec)], cwd=home, env=_scrubbed_env(home, run_id),
+            [sys.executable, "-I", *([] if limits.python_site else ["-S"]), _CHILD, json.dumps(spec)], cwd=home, env=_scrubbed_env(home, run_id),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             pass_fds=(status_w,), start_new_session=True,
         )
