@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from pangu_core.rewards.config import MathConfig
-from pangu_core.rewards.math import MathVerifier, extract_answer
+from pangu_core.rewards.math import MathVerifier, extract_answer, fast_verdict
 
 # (reference, answer): equivalent pairs across the forms models write.
 EQUIVALENT = [
@@ -87,6 +87,19 @@ def test_concurrent_callers_get_their_own_answers(verifier):
     for t in threads:
         t.join(60)
     assert all(results[n][0].score == 1.0 and results[n][1].score == 0.0 for n in range(6))
+
+
+def test_fast_path_agrees_with_math_verify(verifier):
+    # Identical text and plain integers skip the workers; their verdicts must match math-verify's.
+    pairs = [("42", "42"), ("42", "042"), ("-3", "3"), ("7", "-7"), ("\\frac{1}{2}", " \\frac{1}{2} "), ("10", "11")]
+    fast = [fast_verdict(g, a) for g, a in pairs]
+    assert all(f is not None for f in fast)
+    from math_verify import parse, verify
+
+    reference = [verify(parse(f"${g}$", parsing_timeout=None), parse(f"${a}$", parsing_timeout=None), timeout_seconds=None)
+                 for g, a in pairs]
+    assert [f.score == 1.0 for f in fast] == reference
+    assert fast_verdict("1/2", "0.5") is None
 
 
 def test_extract_answer_order():
