@@ -74,3 +74,12 @@ def test_scorer_front_door():
         Sample("math", "p", "r", "1", mode="auto")
     with pytest.raises(TypeError, match="config"):
         RewardScorer({"workers": 1})  # type: ignore[arg-type]
+
+
+def test_the_documented_yaml_twin_matches_the_defaults():
+    import os
+
+    import pangu_core.rewards as rewards
+
+    path = os.path.join(os.path.dirname(rewards.__file__), "rewards.yaml")
+    assert RewardConfig.from_yaml(path) == RewardConfig()

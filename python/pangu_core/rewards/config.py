@@ -61,7 +61,7 @@ def _build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
         elif isinstance(value, list):
             kwargs[name] = tuple(value)
         elif isinstance(value, dict) and name == "weights":
-            kwargs[name] = tuple(sorted(value.items()))
+            kwargs[name] = tuple(value.items())
         else:
             kwargs[name] = value
     return cls(**kwargs)
