@@ -167,3 +167,16 @@ def test_front_door_errors():
         run_sandboxed(LIMITS, program="print(1)", tests=[])
     with pytest.raises(ValueError, match="memory_bytes"):
         SandboxLimits(memory_bytes=1 << 20)
+
+
+def test_teardown_without_a_cgroup_finds_escaped_daemons(monkeypatch):
+    # Where no pids cgroup can be made, the /proc scan for the run's marker must still find a
+    # daemon that left the session (and the pid namespace, when there is one, kills it as well).
+    from pangu_core.rewards import sandbox
+
+    monkeypatch.setitem(sandbox._CGROUP_STATE, "root", None)
+    code = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+            "        os.close(1); os.close(2)\n        time.sleep(60)\n    os._exit(0)\nprint('daemonised')\n")
+    result = run_sandboxed(LIMITS, argv=[sys.executable, "-c", code])
+    assert result.stdout.strip() == "daemonised" and result.exit_code == 0
+    # The autouse fixture asserts that nothing with a sandbox marker is left.

@@ -48,13 +48,34 @@ def _enter_namespaces(want_net):
     return {"pid": False, "net": got_net, "user": False}
 
 
-def _set_limits(limits):
+def _user_process_count():
+    """Processes of this real user now (RLIMIT_NPROC counts them all, not just this run's)."""
+    uid = str(os.getuid())
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/status") as f:
+                    for line in f:
+                        if line.startswith("Uid:"):
+                            count += line.split()[1] == uid
+                            break
+            except OSError:
+                continue
+    return count
+
+
+def _set_limits(limits, in_cgroup):
+    processes = limits["processes"]
+    if not in_cgroup and os.getuid() != 0:
+        # Without a pids cgroup the per-user limit must leave room for the user's other processes.
+        processes += _user_process_count()
     pairs = [
         (resource.RLIMIT_CPU, limits["cpu_seconds"]),
         (resource.RLIMIT_AS, limits["memory_bytes"]),
         (resource.RLIMIT_FSIZE, limits["file_bytes"]),
         (resource.RLIMIT_NOFILE, limits["open_files"]),
-        (resource.RLIMIT_NPROC, limits["processes"]),
+        (resource.RLIMIT_NPROC, processes),
         (resource.RLIMIT_CORE, 0),
     ]
     for which, value in pairs:
@@ -194,7 +215,7 @@ def main():
         with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as f:
             f.write(str(os.getpid()))
     _emit(status_fd, {"namespaces": _enter_namespaces(spec["isolate_network"])})
-    _set_limits(spec["limits"])
+    _set_limits(spec["limits"], bool(spec.get("cgroup")))
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGINT, signal.SIG_DFL)

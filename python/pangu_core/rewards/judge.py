@@ -95,6 +95,7 @@ class LLMJudge:
         self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(config.model_path, local_files_only=True)
         self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"  # a long prompt loses its start, never the "Score:" cue
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(config.model_path, local_files_only=True)
