@@ -67,3 +67,16 @@ def test_front_door_errors():
         VERIFIER.score_program("print(1)", ["1"])
     with pytest.raises(TypeError, match="config"):
         CodeVerifier("fast")  # type: ignore[arg-type]
+
+
+def test_concurrent_runs_keep_their_own_results():
+    # Many threads through a 2-slot pool: each program's verdict belongs to that program only.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(n):
+        program = f"print(int(input()) + {n})\n"
+        return VERIFIER.score_program(program, [CodeTest("1\n", str(1 + n)), CodeTest("2\n", str(2 + n + (n % 2)))]).score
+
+    with ThreadPoolExecutor(6) as pool:
+        scores = list(pool.map(run, range(8)))
+    assert scores == [1.0 if n % 2 == 0 else 0.5 for n in range(8)]
