@@ -128,8 +128,8 @@ def _run_one_test(code, test, index, limits, status_fd):
     if pid == 0:
         os.close(status_fd)
         os.setpgid(0, 0)
-        for fd, path, mode in ((0, in_path, os.O_RDONLY), (1, out_path, os.O_WRONLY | os.O_CREAT),
-                               (2, err_path, os.O_WRONLY | os.O_CREAT)):
+        for fd, path, mode in ((0, in_path, os.O_RDONLY), (1, out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                               (2, err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
             opened = os.open(path, mode, 0o600)
             os.dup2(opened, fd)
             os.close(opened)

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from pangu_core.dual.response import split_thinking
 from pangu_core.rewards.config import CodeConfig
-from pangu_core.rewards.sandbox import run_sandboxed
+from pangu_core.rewards.sandbox import run_sandboxed, signal_reason
 from pangu_core.rewards.types import CodeTest, SourceScore
 
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
@@ -125,8 +125,7 @@ def _test_failure(record: dict | None, test: CodeTest) -> str:
     if record.get("timeout"):
         return "timeout"
     if "signal" in record:
-        sig = record["signal"]
-        return {24: "cpu time limit exceeded", 25: "output limit exceeded", 9: "killed"}.get(sig, f"killed by signal {sig}")
+        return signal_reason(record["signal"])
     if record.get("stdout_truncated"):
         return "output limit exceeded"
     code = record.get("exit", 1)

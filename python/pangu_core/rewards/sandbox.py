@@ -369,7 +369,7 @@ def _result(state: dict[str, Any], wall: float) -> SandboxResult:
     elif final is None:
         reason = "sandbox killed"
     elif sig is not None:
-        reason = _signal_reason(sig)
+        reason = signal_reason(sig)
     return SandboxResult(
         exit_code=exit_code, signal=sig, stdout=state["stdout"].decode("utf-8", "replace"),
         stderr=state["stderr"].decode("utf-8", "replace"), timed_out=state["timed_out"],
@@ -378,11 +378,15 @@ def _result(state: dict[str, Any], wall: float) -> SandboxResult:
     )
 
 
-def _signal_reason(sig: int) -> str:
+def signal_reason(sig: int) -> str:
+    """Why a run or test that died by ``sig`` ended, in words a reward reason can carry."""
     if sig == signal.SIGXCPU:
         return "cpu time limit exceeded"
     if sig == signal.SIGXFSZ:
         return "output limit exceeded"
     if sig == signal.SIGKILL:
         return "killed"
-    return f"killed by signal {signal.Signals(sig).name}" if sig in signal.Signals._value2member_map_ else f"killed by signal {sig}"
+    try:
+        return f"killed by signal {signal.Signals(sig).name}"
+    except ValueError:
+        return f"killed by signal {sig}"
