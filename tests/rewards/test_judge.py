@@ -56,6 +56,8 @@ def test_unparsable_evaluator_output_is_neutral(tiny_model_dir):
                                               ["Paris", "Paris", None])
     assert [s.score for s in scores] == [0.5, 0.5, 0.5]
     assert all(s.reason == "unparsable evaluator output" and not s.decided for s in scores)
+    [with_rubric] = judge.evaluate(["q"], ["paris"], ["berlin"], rubrics=["names the capital"])
+    assert with_rubric.score == 0.5 and not with_rubric.decided
 
 
 def test_greedy_batched_generation_is_deterministic(tiny_model_dir):

@@ -27,6 +27,7 @@ RUBRIC = (
     "Question: {prompt}\nReference answer: {reference}\nAnswer to grade: {answer}\n"
     "Give a score from 0 to 10 as 'Score: N'.\nScore:"
 )
+DEFAULT_RUBRIC = "correct, complete, concise"
 _TRIVIAL = {"thought process", "answer", "final answer", "solution", "response", "i don't know",
             "i do not know", "n/a", "none", "null", "todo", "...", "let me think", "the answer is"}
 _NUMBER = r"(-?\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?))?"
@@ -120,9 +121,11 @@ class LLMJudge:
         return outputs
 
     def evaluate(self, prompts: Sequence[str], answers: Sequence[str], references: Sequence[str | None],
-                 rubric: str = "correct, complete, concise") -> list[SourceScore]:
-        texts = [RUBRIC.format(rubric=rubric, prompt=p, reference=r or "(none)", answer=a)
-                 for p, a, r in zip(prompts, answers, references)]
+                 rubrics: Sequence[str | None] | None = None) -> list[SourceScore]:
+        """Evaluator scores; ``rubrics[i]`` (default ``DEFAULT_RUBRIC``) is what answer i is graded on."""
+        rubrics = rubrics if rubrics is not None else [None] * len(prompts)
+        texts = [RUBRIC.format(rubric=k or DEFAULT_RUBRIC, prompt=p, reference=r or "(none)", answer=a)
+                 for p, a, r, k in zip(prompts, answers, references, rubrics)]
         scores = []
         for output in self.generate(texts):
             value = parse_score(output)
@@ -140,7 +143,9 @@ class JudgeScorer:
         self.config = config or JudgeConfig()
         self.judge = judge if judge is not None else (LLMJudge(self.config) if self.config.model_path else None)
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str], references: Sequence[str | None]) -> list[SourceScore]:
+    def score(self, prompts: Sequence[str], responses: Sequence[str], references: Sequence[str | None],
+              rubrics: Sequence[str | None] | None = None) -> list[SourceScore]:
+        """One fused score per response; ``rubrics`` (optional, per sample) go to the evaluator."""
         if not (len(prompts) == len(responses) == len(references)):
             raise ValueError("prompts, responses, references: expected equal lengths, got "
                              f"{len(prompts)}, {len(responses)}, {len(references)}")
@@ -155,7 +160,8 @@ class JudgeScorer:
         judged: dict[int, SourceScore] = {}
         if self.judge is not None and undecided:
             verdicts = self.judge.evaluate([prompts[i] for i in undecided], [answers[i] for i in undecided],
-                                           [references[i] for i in undecided])
+                                           [references[i] for i in undecided],
+                                           None if rubrics is None else [rubrics[i] for i in undecided])
             judged = dict(zip(undecided, verdicts))
         for i in undecided:
             out[i] = self._fuse(answers[i], references[i], judged.get(i))

@@ -125,7 +125,8 @@ class _JudgeSource:
 
     def score(self, samples: Sequence[Sample]) -> list[SourceScore]:
         refs = [None if s.reference is None else str(s.reference) for s in samples]
-        return self.scorer.score([s.prompt for s in samples], [s.response for s in samples], refs)
+        rubrics = [s.metadata.get("rubric") for s in samples]
+        return self.scorer.score([s.prompt for s in samples], [s.response for s in samples], refs, rubrics)
 
     def close(self) -> None:
         pass
