@@ -251,8 +251,9 @@ def run_sandboxed(
     proc = None
     payload = None
     try:
+        interpreter = [sys.executable, "-I"] + ([] if limits.python_site else ["-S"])
         proc = subprocess.Popen(
-            [sys.executable, "-I", *([] if limits.python_site else ["-S"]), _CHILD, json.dumps(spec)], cwd=home, env=_scrubbed_env(home, run_id),
+            [*interpreter, _CHILD, json.dumps(spec)], cwd=home, env=_scrubbed_env(home, run_id),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             pass_fds=(status_w,), start_new_session=True,
         )
