@@ -116,3 +116,15 @@ def test_front_door_errors(verifier):
         verifier.score(["a"], [])
     with pytest.raises(ValueError, match="timeout_seconds"):
         MathConfig(timeout_seconds=0)
+
+
+def test_workers_end_with_the_verifier():
+    import gc
+
+    v = MathVerifier(MathConfig(workers=1))
+    v.compare([("1", "1.0")])
+    [worker] = list(v._idle.queue)
+    proc = worker.proc
+    del v, worker
+    gc.collect()
+    assert proc.wait(timeout=30) is not None

@@ -69,7 +69,8 @@ def test_fork_bomb_is_contained():
 
 def test_memory_bomb_fails_cleanly():
     score, reason = _attack("blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))\n")
-    assert score == 0.0 and "MemoryError" in reason, reason
+    # MemoryError at the address-space limit (a wall-clock cut only if the machine is overloaded).
+    assert score == 0.0 and ("MemoryError" in reason or reason == "test 0: timeout"), reason
 
 
 def test_infinite_loop_is_cut():

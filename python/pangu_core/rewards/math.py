@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import threading
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -85,6 +86,16 @@ class _Worker:
         self.recv.close()
 
 
+def _close_idle(idle: "queue.Queue[_Worker | None]") -> None:
+    while True:
+        try:
+            worker = idle.get_nowait()
+        except queue.Empty:
+            return
+        if worker is not None:
+            worker.close()
+
+
 class MathVerifier:
     """Scores math answers against references; thread-safe; ``close()`` (or ``with``) ends workers."""
 
@@ -99,6 +110,8 @@ class MathVerifier:
         self._lock = threading.Lock()
         self._closed = False
         self._generation = 0
+        # Workers end with the verifier even when close() is never called (e.g. in a dropped actor).
+        self._finalizer = weakref.finalize(self, _close_idle, self._idle)
         self.stats = {"timeouts": 0, "restarts": 0, "cache_hits": 0, "fast": 0}
 
     def __enter__(self) -> "MathVerifier":
@@ -110,13 +123,7 @@ class MathVerifier:
     def close(self) -> None:
         """Stops all idle workers (workers in use stop when returned)."""
         self._closed = True
-        while True:
-            try:
-                worker = self._idle.get_nowait()
-            except queue.Empty:
-                return
-            if worker is not None:
-                worker.close()
+        _close_idle(self._idle)
 
     def clear_cache(self) -> None:
         """Forgets cached verdicts, and the workers forget parsed expressions on their next batch."""
