@@ -137,7 +137,7 @@ def _math_cases(quick: bool) -> list[dict[str, Any]]:
     from pangu_core.rewards.config import MathConfig
     from pangu_core.rewards.math import MathVerifier
 
-    n, n_safe = (60, 12) if quick else (1000, 100)
+    n, n_safe = (40, 10) if quick else (1000, 100)
     cases = []
     with MathVerifier(MathConfig(workers=2, timeout_seconds=5.0)) as verifier:
         verifier.compare(math_pairs(4, seed=-1))  # start the workers outside the timed region
@@ -160,7 +160,7 @@ def _math_cases(quick: bool) -> list[dict[str, Any]]:
         shared = set(verdicts["ours"]) & set(verdicts["main"])
         agree = [a == b for seed in shared for a, b in zip(verdicts["ours"][seed], verdicts["main"][seed])]
         latencies = []
-        for pair in math_pairs(30 if quick else 100, seed=-2):
+        for pair in math_pairs(20 if quick else 100, seed=-2):
             verifier.clear_cache()
             start = time.perf_counter()
             verifier.compare([pair])
@@ -186,7 +186,7 @@ def _code_case(quick: bool) -> dict[str, Any]:
     from pangu_core.rewards.config import CodeConfig
     from pangu_core.rewards.types import CodeTest
 
-    programs = code_programs(10 if quick else 200)
+    programs = code_programs(8 if quick else 200)
     workers = 2
     verifier = CodeVerifier(CodeConfig(workers=workers))
     tests = [[CodeTest(stdin=i, expected_stdout=o) for i, o in cases] for _, cases in programs]
