@@ -67,6 +67,17 @@ def test_fork_bomb_is_contained():
     assert score == 0.0 and reason
 
 
+@pytest.mark.skipif(process_limit_mechanism() is None,
+                    reason="no process limit can hold here (root without a writable pids cgroup)")
+def test_process_limit_holds():
+    # The limit the fork bomb relies on is real: a run cannot hold more than `processes` at once.
+    code = ("import os, time\nn = 0\nfor _ in range(100):\n    try:\n        pid = os.fork()\n"
+            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n"
+            "    n += 1\nprint(n)\n")
+    result = run_sandboxed(LIMITS, argv=[sys.executable, "-c", code])
+    assert result.exit_code == 0 and 0 < int(result.stdout) < LIMITS.processes
+
+
 def test_memory_bomb_fails_cleanly():
     score, reason = _attack("blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))\n")
     # MemoryError at the address-space limit (a wall-clock cut only if the machine is overloaded).
