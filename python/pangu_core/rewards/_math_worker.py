@@ -1,6 +1,6 @@
 """A math-verify worker process: compares (gold, answer) pairs with math-verify's own timeouts off.
 
-Run by path as ``_math_worker.py READ_FD WRITE_FD``. Math-verify's signal-based timeouts are turned
+Run by path as ``_math_worker.py READ_FD WRITE_FD MEMORY_BYTES``. Math-verify's signal-based timeouts are turned
 off (``parsing_timeout=None``, ``timeout_seconds=None``): the parent enforces the time limit by
 killing this process and starting another. Protocol over ``multiprocessing.connection``:
 the worker sends ("ready",), then for each received (generation, [(key, gold, answer, float_rounding),
@@ -9,6 +9,7 @@ expressions are cached until the generation changes (the parent's ``clear_cache`
 """
 
 import logging
+import resource
 import sys
 from multiprocessing.connection import Connection
 
@@ -21,7 +22,8 @@ def _as_latex(text):
 
 
 def main():
-    read_fd, write_fd = int(sys.argv[1]), int(sys.argv[2])
+    read_fd, write_fd, memory = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     logging.disable(logging.CRITICAL)
     from math_verify import parse, verify

@@ -106,6 +106,9 @@ class MathConfig:
     timeout_seconds: float = 3.0
     cache_size: int = 65536
     float_rounding: int = 6
+    # Address-space limit of each worker, so a runaway expression (10^{10^{10}}) fails with
+    # MemoryError instead of eating the machine's memory before its timeout.
+    memory_bytes: int = 4 << 30
     # Reward for a response that has no final answer at all.
     no_answer_reward: float = 0.0
 
@@ -115,6 +118,8 @@ class MathConfig:
         _check(problems, isinstance(self.cache_size, int) and self.cache_size >= 0,
                f"MathConfig.cache_size: expected an int >= 0, got {self.cache_size!r}")
         _fraction(problems, self, "no_answer_reward")
+        _check(problems, isinstance(self.memory_bytes, int) and self.memory_bytes >= 512 << 20,
+               f"MathConfig.memory_bytes: expected an int >= 512 MiB (sympy needs it), got {self.memory_bytes!r}")
         _raise(problems)
 
 

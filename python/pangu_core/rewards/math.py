@@ -54,13 +54,13 @@ def extract_answer(response: str) -> str | None:
 class _Worker:
     """One math-verify process and its two pipe ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory_bytes: int) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
                 # -I keeps this folder (whose math.py/types.py would shadow the stdlib) off sys.path.
-                [sys.executable, "-I", _WORKER, str(to_child_r), str(from_child_w)],
+                [sys.executable, "-I", _WORKER, str(to_child_r), str(from_child_w), str(memory_bytes)],
                 pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, start_new_session=True,
             )
         finally:
@@ -164,7 +164,7 @@ class MathVerifier:
                     for key, verdict in part.items():
                         for i in todo[key]:
                             out[i] = verdict
-                        if verdict.reason != "timeout" and self.config.cache_size:
+                        if verdict.decided and self.config.cache_size:
                             self._cache[key] = verdict
                             while len(self._cache) > self.config.cache_size:
                                 self._cache.popitem(last=False)
@@ -195,7 +195,7 @@ class MathVerifier:
             pending = list(keys)
             while pending:
                 if worker is None:
-                    worker = _Worker()
+                    worker = _Worker(self.config.memory_bytes)
                 worker.send.send((self._generation,
                                   [(i, g, a, self.config.float_rounding) for i, (g, a) in enumerate(pending)]))
                 done = 0
