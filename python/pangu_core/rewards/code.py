@@ -1,0 +1,139 @@
+"""Code rewards: take the last fenced program, check its syntax, run its tests in the sandbox.
+
+The reward is the fraction of tests passed (partial credit); a run that is cut (timeout, output
+limit, killed) scores 0 for the tests it did not finish. Concurrent runs are bounded by a
+semaphore of ``CodeConfig.workers`` slots, so a thread pool may call :meth:`CodeVerifier.score`
+freely.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import threading
+from typing import Sequence
+
+from pangu_core.dual.response import split_thinking
+from pangu_core.rewards.config import CodeConfig
+from pangu_core.rewards.sandbox import run_sandboxed, signal_reason
+from pangu_core.rewards.types import CodeTest, SourceScore
+
+_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_PYTHON_TAGS = {"", "python", "py", "python3"}
+_MAX_PROGRAM_CHARS = 200_000
+
+
+def extract_program(response: str) -> str | None:
+    """The last fenced Python block in the answer part of ``response`` (outside thinking), or None.
+
+    Blocks tagged with another language are skipped; an unclosed final fence takes the rest.
+    """
+    if not isinstance(response, str):
+        raise TypeError(f"response: expected str, got {type(response).__name__}")
+    parsed = split_thinking(response)
+    text = parsed.answer if parsed.closed else ""
+    blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(text)]
+    if not blocks:
+        tail = text.rsplit("```", 1)
+        if len(tail) == 2 and text.count("```") % 2 == 1:
+            header, _, body = tail[1].partition("\n")
+            blocks = [(header.strip().lower(), body)]
+    for tag, body in reversed(blocks):
+        if tag in _PYTHON_TAGS and body.strip():
+            return body
+    return None
+
+
+def check_syntax(program: str) -> str:
+    """Empty string when ``program`` parses as Python, else a short "syntax error: ..." reason."""
+    if len(program) > _MAX_PROGRAM_CHARS:
+        return f"program too long ({len(program)} chars > {_MAX_PROGRAM_CHARS})"
+    try:
+        ast.parse(program)
+    except SyntaxError as error:
+        return f"syntax error: line {error.lineno}: {error.msg}"
+    except (ValueError, RecursionError, MemoryError) as error:
+        return f"syntax error: {type(error).__name__}"
+    return ""
+
+
+def _same_output(got: str, expected: str) -> bool:
+    """Output match, forgiving trailing spaces per line and trailing blank lines."""
+    def norm(text: str) -> list[str]:
+        return [line.rstrip() for line in text.rstrip().splitlines()]
+    return norm(got) == norm(expected)
+
+
+def coerce_tests(tests: Sequence[CodeTest | dict]) -> tuple[CodeTest, ...]:
+    """Accepts CodeTest objects or dicts with the same keys."""
+    out = []
+    for i, test in enumerate(tests):
+        if isinstance(test, CodeTest):
+            out.append(test)
+        elif isinstance(test, dict):
+            out.append(CodeTest(**test))
+        else:
+            raise TypeError(f"tests[{i}]: expected CodeTest or dict, got {type(test).__name__}")
+    return tuple(out)
+
+
+class CodeVerifier:
+    """Scores programs against tests in the sandbox, at most ``config.workers`` at a time."""
+
+    def __init__(self, config: CodeConfig | None = None) -> None:
+        self.config = config or CodeConfig()
+        if not isinstance(self.config, CodeConfig):
+            raise TypeError(f"config: expected CodeConfig, got {type(self.config).__name__}")
+        self._slots = threading.BoundedSemaphore(self.config.workers)
+
+    def score_program(self, program: str, tests: Sequence[CodeTest | dict]) -> SourceScore:
+        """Fraction of ``tests`` the program passes, with the first failure's reason."""
+        tests = coerce_tests(tests)
+        if not tests:
+            raise ValueError("tests: expected at least one test")
+        syntax = check_syntax(program)
+        if syntax:
+            return SourceScore(0.0, syntax)
+        payload = [{"stdin": t.stdin, **({"assert": t.assert_code} if t.assert_code else {})} for t in tests]
+        with self._slots:
+            run = run_sandboxed(self.config.limits, program=program, tests=payload)
+        by_index = {record["test"]: record for record in run.tests}
+        passed = 0
+        reasons = []
+        for i, test in enumerate(tests):
+            record = by_index.get(i)
+            why = _test_failure(record, test)
+            if why:
+                reasons.append(f"test {i}: {why}")
+            else:
+                passed += 1
+        if run.reason and len(by_index) < len(tests):
+            reasons.insert(0, run.reason)
+        return SourceScore(passed / len(tests), reasons[0] if reasons else "")
+
+    def score(self, response: str, tests: Sequence[CodeTest | dict]) -> SourceScore:
+        """Extracts the program from ``response`` and scores it."""
+        program = extract_program(response)
+        if program is None:
+            return SourceScore(0.0, "no code block")
+        return self.score_program(program, tests)
+
+
+def _test_failure(record: dict | None, test: CodeTest) -> str:
+    if record is None:
+        return "not run"
+    if record.get("timeout"):
+        return "timeout"
+    if "signal" in record:
+        return signal_reason(record["signal"])
+    if record.get("stdout_truncated"):
+        return "output limit exceeded"
+    code = record.get("exit", 1)
+    if code == 3 and test.assert_code:
+        return "assertion failed"
+    if code != 0:
+        last = record.get("stderr", "").strip().splitlines()
+        return "runtime error" + (f": {last[-1][:200]}" if last else f" (exit {code})")
+    if test.expected_stdout is not None and not _same_output(record.get("stdout", ""), test.expected_stdout):
+        return "wrong answer"
+    return ""

@@ -1,0 +1,232 @@
+"""Math rewards: extract the final answer, compare it with the reference through math-verify.
+
+Math-verify guards its parsing and comparison with ``signal.alarm``, which only works in the main
+thread: called from a worker thread or a Ray actor's thread it raises, and many trainers catch that
+and silently score 0. Here its timeouts are off and the comparisons run in worker processes; a
+comparison that overruns ``MathConfig.timeout_seconds`` gets its worker killed and replaced and
+scores 0 with reason "timeout". No signal is used, so :class:`MathVerifier` works from any thread.
+Verdicts are cached (LRU) by (reference, answer).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import weakref
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Sequence
+
+from pangu_core.dual.response import extract_final_answer
+from pangu_core.rewards.config import MathConfig
+from pangu_core.rewards.types import SourceScore
+
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_math_worker.py")
+# Starting a worker imports sympy and math-verify; that time is not charged to any comparison.
+_START_SECONDS = 120.0
+
+
+_INTEGER = re.compile(r"-?\d+")
+
+
+def fast_verdict(reference: str, answer: str) -> SourceScore | None:
+    """A verdict without math-verify where it is certain: identical text (after dropping spaces and
+    surrounding $), or two plain integers (where math-verify compares exactly too). Else None."""
+    gold, got = (re.sub(r"\s+", "", t).strip("$") for t in (reference, answer))
+    if gold and gold == got:
+        return SourceScore(1.0)
+    if _INTEGER.fullmatch(gold) and _INTEGER.fullmatch(got):
+        return SourceScore(1.0) if int(gold) == int(got) else SourceScore(0.0, "wrong answer")
+    return None
+
+
+def extract_answer(response: str) -> str | None:
+    """The final answer outside the thinking block: last \\boxed{}, else "answer is ...", else the
+    last number. None when there is none."""
+    return extract_final_answer(response)
+
+
+class _Worker:
+    """One math-verify process and its two pipe ends."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                # -I keeps this folder (whose math.py/types.py would shadow the stdlib) off sys.path.
+                [sys.executable, "-I", _WORKER, str(to_child_r), str(from_child_w), str(memory_bytes)],
+                pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self.send = Connection(to_child_w, readable=False)
+        self.recv = Connection(from_child_r, writable=False)
+        try:
+            ready = self.recv.poll(_START_SECONDS) and self.recv.recv() == ("ready",)
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.close()
+            raise RuntimeError("math verifier: a worker process failed to start (is math-verify installed?)")
+
+    def close(self) -> None:
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        self.proc.wait()
+        self.send.close()
+        self.recv.close()
+
+
+def _close_idle(idle: "queue.Queue[_Worker | None]") -> None:
+    while True:
+        try:
+            worker = idle.get_nowait()
+        except queue.Empty:
+            return
+        if worker is not None:
+            worker.close()
+
+
+class MathVerifier:
+    """Scores math answers against references; thread-safe; ``close()`` (or ``with``) ends workers."""
+
+    def __init__(self, config: MathConfig | None = None) -> None:
+        self.config = config or MathConfig()
+        if not isinstance(self.config, MathConfig):
+            raise TypeError(f"config: expected MathConfig, got {type(self.config).__name__}")
+        self._idle: queue.Queue[_Worker | None] = queue.Queue()
+        for _ in range(self.config.workers):
+            self._idle.put(None)  # started on first use
+        self._cache: OrderedDict[tuple[str, str], SourceScore] = OrderedDict()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._generation = 0
+        # Workers end with the verifier even when close() is never called (e.g. in a dropped actor).
+        self._finalizer = weakref.finalize(self, _close_idle, self._idle)
+        self.stats = {"timeouts": 0, "restarts": 0, "cache_hits": 0, "fast": 0}
+
+    def __enter__(self) -> "MathVerifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops all idle workers (workers in use stop when returned)."""
+        self._closed = True
+        _close_idle(self._idle)
+
+    def clear_cache(self) -> None:
+        """Forgets cached verdicts, and the workers forget parsed expressions on their next batch."""
+        with self._lock:
+            self._cache.clear()
+            self._generation += 1
+
+    def compare(self, pairs: Sequence[tuple[str, str]]) -> list[SourceScore]:
+        """Verdicts for (reference, answer) pairs: 1.0 equivalent, 0.0 not, with a reason."""
+        pairs = [(self._check_text(g, f"pairs[{i}][0]"), self._check_text(a, f"pairs[{i}][1]"))
+                 for i, (g, a) in enumerate(pairs)]
+        out: list[SourceScore | None] = [None] * len(pairs)
+        todo: dict[tuple[str, str], list[int]] = {}
+        with self._lock:
+            for i, key in enumerate(pairs):
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    self.stats["cache_hits"] += 1
+                    out[i] = hit
+                    continue
+                out[i] = fast_verdict(*key)
+                if out[i] is not None:
+                    self.stats["fast"] += 1
+                else:
+                    todo.setdefault(key, []).append(i)
+        keys = list(todo)
+        if keys:
+            chunks = [keys[w::self.config.workers] for w in range(self.config.workers)]
+            chunks = [c for c in chunks if c]
+            if len(chunks) == 1:
+                verdicts = [self._run_chunk(chunks[0])]
+            else:
+                with ThreadPoolExecutor(len(chunks)) as pool:
+                    verdicts = list(pool.map(self._run_chunk, chunks))
+            with self._lock:
+                for part in verdicts:
+                    for key, verdict in part.items():
+                        for i in todo[key]:
+                            out[i] = verdict
+                        if verdict.decided and self.config.cache_size:
+                            self._cache[key] = verdict
+                            while len(self._cache) > self.config.cache_size:
+                                self._cache.popitem(last=False)
+        return out  # type: ignore[return-value]
+
+    def score(self, responses: Sequence[str], references: Sequence[str]) -> list[SourceScore]:
+        """Extracts each response's final answer and compares it with its reference."""
+        if len(responses) != len(references):
+            raise ValueError(f"references: expected {len(responses)} items like responses, got {len(references)}")
+        answers = [extract_answer(r) if isinstance(r, str) else r for r in responses]
+        pairs = [(str(ref), a) for ref, a in zip(references, answers) if a is not None]
+        verdicts = iter(self.compare(pairs))
+        return [SourceScore(self.config.no_answer_reward, "no final answer") if a is None else next(verdicts)
+                for a in answers]
+
+    @staticmethod
+    def _check_text(value: object, name: str) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{name}: expected str, got {type(value).__name__}")
+        return value.strip()
+
+    def _run_chunk(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], SourceScore]:
+        if self._closed:
+            raise RuntimeError("math verifier: used after close()")
+        worker = self._idle.get()
+        results: dict[tuple[str, str], SourceScore] = {}
+        try:
+            pending = list(keys)
+            while pending:
+                if worker is None:
+                    worker = _Worker(self.config.memory_bytes)
+                worker.send.send((self._generation,
+                                  [(i, g, a, self.config.float_rounding) for i, (g, a) in enumerate(pending)]))
+                done = 0
+                while done < len(pending):
+                    if not worker.recv.poll(self.config.timeout_seconds):
+                        # Overrun: this item is a timeout; the worker cannot be interrupted safely.
+                        results[pending[done]] = SourceScore(0.0, "timeout", decided=False)
+                        self.stats["timeouts"] += 1
+                        self.stats["restarts"] += 1
+                        worker.close()
+                        worker = None
+                        done += 1
+                        break
+                    try:
+                        index, equal, error = worker.recv.recv()
+                    except EOFError:
+                        results[pending[done]] = SourceScore(0.0, "verifier crashed", decided=False)
+                        self.stats["restarts"] += 1
+                        worker.close()
+                        worker = None
+                        done += 1
+                        break
+                    if equal is None:
+                        results[pending[index]] = SourceScore(0.0, error, decided=False)
+                    else:
+                        results[pending[index]] = SourceScore(1.0 if equal else 0.0, "" if equal else (error or "wrong answer"))
+                    done = index + 1
+                pending = pending[done:]
+        finally:
+            if self._closed and worker is not None:
+                worker.close()
+                worker = None
+            self._idle.put(worker)
+        return results

@@ -1,0 +1,82 @@
+"""Code rewards: program extraction, syntax check, stdin/stdout and assert tests, partial credit."""
+
+from __future__ import annotations
+
+import pytest
+
+from pangu_core.rewards.code import CodeVerifier, check_syntax, extract_program
+from pangu_core.rewards.config import CodeConfig, SandboxLimits
+from pangu_core.rewards.types import CodeTest
+
+VERIFIER = CodeVerifier(CodeConfig(workers=2, limits=SandboxLimits(test_seconds=2.0, memory_bytes=256 << 20)))
+
+
+def test_extracts_the_last_python_block_outside_thinking():
+    response = ("<think>```python\nprint('draft')\n```</think>First:\n```python\nprint(1)\n```\n"
+                "Shell:\n```bash\necho hi\n```\nFinal:\n```py\nprint(2)\n```\nDone.")
+    assert extract_program(response) == "print(2)\n"
+    assert extract_program("<think>```python\nprint(1)\n```</think>no code") is None
+    assert extract_program("```python\nprint(3)\n").strip() == "print(3)"  # unclosed final fence
+    assert extract_program("<think>never closed ```python\nprint(1)\n```") is None
+
+
+def test_syntax_check_names_the_line():
+    assert check_syntax("x = 1\n") == ""
+    assert check_syntax("x = (\n").startswith("syntax error: line 1")
+    assert check_syntax("(" * 5000 + ")" * 5000).startswith("syntax error")
+
+
+def test_stdin_tests_give_partial_credit():
+    program = "n = int(input())\nprint(n * 2 if n < 10 else n)\n"
+    tests = [CodeTest("1\n", "2"), CodeTest("4\n", "8\n"), CodeTest("20\n", "40"), CodeTest("7\n", "14  \n\n")]
+    result = VERIFIER.score_program(program, tests)
+    assert result.score == pytest.approx(0.75) and result.reason == "test 2: wrong answer"
+
+
+def test_assert_tests_run_in_the_program_namespace():
+    program = "def square(x):\n    return x * x\n"
+    tests = [CodeTest(assert_code="assert square(3) == 9"), CodeTest(assert_code="assert square(-2) == 4"),
+             CodeTest(assert_code="assert square(2) == 5")]
+    result = VERIFIER.score(f"Here:\n```python\n{program}```", tests)
+    assert result.score == pytest.approx(2 / 3) and result.reason == "test 2: assertion failed"
+
+
+def test_failures_have_reasons():
+    assert VERIFIER.score("no code", [CodeTest("", "1")]).reason == "no code block"
+    bad = VERIFIER.score("```python\ndef f(:\n```", [CodeTest("", "1")])
+    assert bad.score == 0.0 and bad.reason.startswith("syntax error")
+    crash = VERIFIER.score_program("raise ValueError('boom')", [CodeTest("", "1")])
+    assert crash.score == 0.0 and crash.reason == "test 0: runtime error: ValueError: boom"
+    exits = VERIFIER.score_program("import sys\nprint(5)\nsys.exit(0)", [CodeTest("", "5")])
+    assert exits.score == 1.0
+
+
+def test_tests_are_isolated_from_each_other():
+    # Each test runs in its own forked process: interpreter state set by one is not seen by the next.
+    program = "import sys\nprint('marker' in sys.modules)\nsys.modules['marker'] = sys\n"
+    result = VERIFIER.score_program(program, [CodeTest("", "False"), CodeTest("", "False")])
+    assert result.score == 1.0
+
+
+def test_front_door_errors():
+    with pytest.raises(ValueError, match="expected_stdout or assert_code"):
+        CodeTest(stdin="1")
+    with pytest.raises(ValueError, match="at least one test"):
+        VERIFIER.score_program("print(1)", [])
+    with pytest.raises(TypeError, match=r"tests\[0\]"):
+        VERIFIER.score_program("print(1)", ["1"])
+    with pytest.raises(TypeError, match="config"):
+        CodeVerifier("fast")  # type: ignore[arg-type]
+
+
+def test_concurrent_runs_keep_their_own_results():
+    # Many threads through a 2-slot pool: each program's verdict belongs to that program only.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(n):
+        program = f"print(int(input()) + {n})\n"
+        return VERIFIER.score_program(program, [CodeTest("1\n", str(1 + n)), CodeTest("2\n", str(2 + n + (n % 2)))]).score
+
+    with ThreadPoolExecutor(6) as pool:
+        scores = list(pool.map(run, range(8)))
+    assert scores == [1.0 if n % 2 == 0 else 0.5 for n in range(8)]
