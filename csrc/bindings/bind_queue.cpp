@@ -86,12 +86,15 @@ void bind_queue(py::module_& root) {
            py::arg("ids"), py::arg("priorities"))
       .def("snapshot",
            [](ObjectQueue& q) {
-             pangu::queue::QueueSnapshot snap;
-             {
-               py::gil_scoped_release release;
-               snap = q.core().snapshot();
+             // The GIL stays held: no queued item can lose its last reference before the snapshot
+             // takes one of its own.
+             pangu::queue::QueueSnapshot snap = q.core().snapshot();
+             py::list items(snap.payloads.size());
+             for (size_t i = 0; i < snap.payloads.size(); ++i) {
+               items[i] = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(snap.payloads[i]));
              }
              py::dict d;
+             d["items"] = items;
              d["ids"] = to_array(snap.ids);
              d["priorities"] = to_array(snap.priorities);
              d["versions"] = to_array(snap.versions);

@@ -178,9 +178,9 @@ void PriorityQueue::wake_consumers_locked() {
 }
 
 template <typename Ready>
-void PriorityQueue::wait_locked(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+bool PriorityQueue::wait_locked(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                                 const Clock::time_point* deadline, size_t& waiting,
-                                double& wait_total, const char* what, Ready ready) {
+                                double& wait_total, Ready ready) {
   const auto start = Clock::now();
   ++waiting;
   bool ok = true;
@@ -191,7 +191,7 @@ void PriorityQueue::wait_locked(std::unique_lock<std::mutex>& lock, std::conditi
   }
   --waiting;
   wait_total += std::chrono::duration<double>(Clock::now() - start).count();
-  if (!ok) fail(ErrorKind::Timeout, what);
+  return ok;
 }
 
 void PriorityQueue::put(Payload payload, double priority, int64_t version, double timeout_s,
@@ -212,9 +212,9 @@ void PriorityQueue::put(Payload payload, double priority, int64_t version, doubl
       auto deadline = deadline_after(timeout_s);
       PANGU_CHECK(timeout_s > 0.0, Timeout, "put: the queue is full and timeout is 0");
       enter_wait(lock, guard, hooks);
-      wait_locked(lock, not_full_, deadline ? &*deadline : nullptr, waiting_producers_,
-                  stats_.producer_wait_s, "put: timed out waiting for room in the queue",
-                  [this] { return closed_ || has_room_locked(); });
+      bool ok = wait_locked(lock, not_full_, deadline ? &*deadline : nullptr, waiting_producers_,
+                            stats_.producer_wait_s, [this] { return closed_ || has_room_locked(); });
+      PANGU_CHECK(ok, Timeout, "put: timed out after ", timeout_s, " s waiting for room in the queue");
       PANGU_CHECK(!closed_, QueueClosed, "put: the queue was closed while waiting for room");
       // The version may have advanced while waiting; the item may be stale now (handed back).
     }
@@ -253,7 +253,9 @@ void PriorityQueue::put_many(const Payload* payloads, const double* priorities, 
   std::optional<Clock::time_point> deadline;
   bool have_deadline = false;
   while (processed < n) {
-    if (options_.overflow == Overflow::Block && !has_room_locked()) {
+    // Versions were checked against the version at entry; the queue's only moves forward.
+    const int64_t version = versions ? versions[processed] : version_;
+    if (options_.overflow == Overflow::Block && !has_room_locked() && !stale_locked(version)) {
       wake_consumers_locked();
       if (!have_deadline) {
         deadline = deadline_after(timeout_s);
@@ -262,14 +264,13 @@ void PriorityQueue::put_many(const Payload* payloads, const double* priorities, 
       PANGU_CHECK(timeout_s > 0.0, Timeout, "put_many: the queue is full and timeout is 0 (", processed,
                   " of ", n, " items were put)");
       enter_wait(lock, guard, hooks);
-      wait_locked(lock, not_full_, deadline ? &*deadline : nullptr, waiting_producers_,
-                  stats_.producer_wait_s, "put_many: timed out waiting for room in the queue",
-                  [this] { return closed_ || has_room_locked(); });
+      bool ok = wait_locked(lock, not_full_, deadline ? &*deadline : nullptr, waiting_producers_,
+                            stats_.producer_wait_s, [this] { return closed_ || has_room_locked(); });
+      PANGU_CHECK(ok, Timeout, "put_many: timed out after ", timeout_s, " s waiting for room (", processed,
+                  " of ", n, " items were put)");
       PANGU_CHECK(!closed_, QueueClosed, "put_many: the queue was closed while waiting for room (",
                   processed, " of ", n, " items were put)");
     }
-    int64_t version = versions ? versions[processed] : version_;
-    // Versions were checked against the version at entry; the queue's only moves forward.
     insert_locked(payloads[processed], priorities[processed], version, handed_back);
     ++processed;
   }
@@ -285,9 +286,9 @@ Payload PriorityQueue::get(double timeout_s, WaitHooks* hooks) {
     PANGU_CHECK(timeout_s > 0.0, Timeout, "get: the queue is empty and timeout is 0");
     auto deadline = deadline_after(timeout_s);
     enter_wait(lock, guard, hooks);
-    wait_locked(lock, not_empty_, deadline ? &*deadline : nullptr, waiting_consumers_,
-                stats_.consumer_wait_s, "get: timed out waiting for an item",
-                [this] { return closed_ || !best_.empty(); });
+    bool ok = wait_locked(lock, not_empty_, deadline ? &*deadline : nullptr, waiting_consumers_,
+                          stats_.consumer_wait_s, [this] { return closed_ || !best_.empty(); });
+    PANGU_CHECK(ok, Timeout, "get: timed out after ", timeout_s, " s waiting for an item");
     PANGU_CHECK(!best_.empty(), QueueClosed, "get: the queue is closed and drained");
   }
   Payload payload = pop_best_locked();
@@ -309,9 +310,10 @@ void PriorityQueue::get_batch(size_t n, size_t min_n, double timeout_s, std::vec
                 min_n, ", and timeout is 0");
     auto deadline = deadline_after(timeout_s);
     enter_wait(lock, guard, hooks);
-    wait_locked(lock, not_empty_, deadline ? &*deadline : nullptr, waiting_consumers_,
-                stats_.consumer_wait_s, "get_batch: timed out waiting for min_n items",
-                [this, min_n] { return closed_ || best_.size() >= min_n; });
+    bool ok = wait_locked(lock, not_empty_, deadline ? &*deadline : nullptr, waiting_consumers_,
+                          stats_.consumer_wait_s, [this, min_n] { return closed_ || best_.size() >= min_n; });
+    PANGU_CHECK(ok, Timeout, "get_batch: timed out after ", timeout_s, " s waiting for min_n=", min_n,
+                " items (", best_.size(), " queued)");
   }
   PANGU_CHECK(!best_.empty(), QueueClosed, "get_batch: the queue is closed and drained");
   size_t take = n < best_.size() ? n : best_.size();
@@ -413,6 +415,7 @@ QueueSnapshot PriorityQueue::snapshot() const {
   std::lock_guard<std::mutex> lock(mutex_);
   QueueSnapshot snap;
   const size_t n = best_.size();
+  snap.payloads.reserve(n);
   snap.ids.reserve(n);
   snap.priorities.reserve(n);
   snap.versions.reserve(n);
@@ -420,6 +423,7 @@ QueueSnapshot PriorityQueue::snapshot() const {
   for (size_t pos = 0; pos < n; ++pos) {
     uint32_t slot = best_.at(pos).slot;
     const Slot& s = slots_[slot];
+    snap.payloads.push_back(s.payload);
     snap.ids.push_back((static_cast<uint64_t>(s.generation) << 32) | slot);
     snap.priorities.push_back(s.priority);
     snap.versions.push_back(s.version);

@@ -71,6 +71,7 @@ struct QueueStats {
 
 // Parallel arrays describing every queued item, in no particular order.
 struct QueueSnapshot {
+  std::vector<Payload> payloads;   // still owned by the queue
   std::vector<uint64_t> ids;
   std::vector<double> priorities;  // as put or last updated (no boost)
   std::vector<int64_t> versions;
@@ -167,11 +168,10 @@ class PriorityQueue {
   bool has_room_locked() const { return best_.size() < options_.capacity; }
   void wake_producers_locked();
   void wake_consumers_locked();
-  // Sleeps on `cv` until ready() or the deadline (then TimeoutError naming `what`).
+  // Sleeps on `cv` until ready() (true) or the deadline (false); nullptr deadline: no limit.
   template <typename Ready>
-  void wait_locked(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
-                   const Clock::time_point* deadline, size_t& waiting, double& wait_total,
-                   const char* what, Ready ready);
+  bool wait_locked(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                   const Clock::time_point* deadline, size_t& waiting, double& wait_total, Ready ready);
 
   QueueOptions options_;
   mutable std::mutex mutex_;
