@@ -48,6 +48,8 @@ py::dict stats_dict(const pangu::queue::QueueStats& s) {
   d["producer_wait_s"] = s.producer_wait_s;
   d["consumer_wait_s"] = s.consumer_wait_s;
   d["max_age_at_pop"] = s.max_age_at_pop;
+  d["waiting_producers"] = s.waiting_producers;
+  d["waiting_consumers"] = s.waiting_consumers;
   d["closed"] = s.closed;
   return d;
 }

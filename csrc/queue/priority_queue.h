@@ -66,6 +66,8 @@ struct QueueStats {
   double producer_wait_s = 0.0;  // total time producers spent blocked
   double consumer_wait_s = 0.0;  // total time consumers spent blocked
   int64_t max_age_at_pop = 0;    // largest current_version - version seen by a get
+  size_t waiting_producers = 0;  // threads blocked in put / put_many right now
+  size_t waiting_consumers = 0;  // threads blocked in get / get_batch right now
   bool closed = false;
 };
 
@@ -162,6 +164,8 @@ class PriorityQueue {
   // Inserts or hands back one item with the lock held and room available (or DropLowest).
   void insert_locked(Payload payload, double priority, int64_t version, std::vector<Payload>& handed_back);
   Payload pop_best_locked();
+  // Appends the `take` best payloads, best first (counted as got).
+  void take_best_locked(size_t take, std::vector<Payload>& out);
   void remove_slot_locked(uint32_t slot);
   void rebuild_locked();
   uint32_t alloc_slot_locked();

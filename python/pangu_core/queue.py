@@ -197,7 +197,7 @@ class PriorityQueue(_core.queue.PriorityQueue):
         (drop_lowest), ``rejected`` (reject policy when full, or stale at put), ``size``,
         ``capacity``, ``version``, ``producer_wait_s`` / ``consumer_wait_s`` (total seconds spent
         blocked), ``max_age_at_pop`` (largest current_version - item_version seen by a get),
-        ``closed``.
+        ``waiting_producers`` / ``waiting_consumers`` (threads blocked right now), ``closed``.
         """
         return dict(super().stats())
 
