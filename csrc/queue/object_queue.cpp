@@ -60,6 +60,19 @@ const double* as_doubles(py::handle value, size_t n, const char* arg, std::vecto
     storage.assign(n, to_double(value, arg));
     return storage.data();
   }
+  if (PyList_Check(value.ptr()) || PyTuple_Check(value.ptr())) {
+    // Read Python floats directly: a round trip through a numpy array costs more than the queue.
+    const size_t m = static_cast<size_t>(PySequence_Fast_GET_SIZE(value.ptr()));
+    PANGU_CHECK(m == n, Value, arg, ": expected one value per item (shape (", n, ",)), got shape (", m, ",)");
+    PyObject** values = PySequence_Fast_ITEMS(value.ptr());
+    storage.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      PANGU_CHECK(!PyUnicode_Check(values[i]) && !PyBytes_Check(values[i]), Type, arg,
+                  ": expected real numbers, got ", type_name(values[i]), " at index ", i);
+      storage[i] = to_double(values[i], arg);
+    }
+    return storage.data();
+  }
   py::array arr = py::array::ensure(value);
   PANGU_CHECK(arr, Type, arg, ": expected a number or a sequence of numbers, got ", type_name(value));
   const char kind = arr.dtype().kind();

@@ -200,14 +200,25 @@ void PriorityQueue::rebuild_locked() {
   }
 }
 
-void PriorityQueue::wake_producers_locked() {
-  if (waiting_producers_ > 0) not_full_.notify_all();
+// notify_one where one item or one free place can satisfy at most one waiter; notify_all when
+// several can, and whenever a consumer waits for a batch (min_n > 1): it may need more than the
+// one item at hand, so a single wake-up could land on it and be lost for the others.
+void PriorityQueue::wake_producers_locked(size_t freed) {
+  if (waiting_producers_ == 0 || freed == 0) return;
+  if (freed == 1) {
+    not_full_.notify_one();
+  } else {
+    not_full_.notify_all();
+  }
 }
 
-void PriorityQueue::wake_consumers_locked() {
-  // notify_all: consumers may wait for different batch sizes (min_n), so waking one could wake
-  // the wrong one and lose the wake-up.
-  if (waiting_consumers_ > 0) not_empty_.notify_all();
+void PriorityQueue::wake_consumers_locked(size_t added) {
+  if (waiting_consumers_ == 0 || added == 0) return;
+  if (added == 1 && waiting_batch_consumers_ == 0) {
+    not_empty_.notify_one();
+  } else {
+    not_empty_.notify_all();
+  }
 }
 
 template <typename Ready>
@@ -252,8 +263,9 @@ void PriorityQueue::put(Payload payload, double priority, int64_t version, doubl
       // The version may have advanced while waiting; the item may be stale now (handed back).
     }
   }
+  const size_t before = best_.size();
   insert_locked(payload, priority, version, handed_back);
-  wake_consumers_locked();
+  wake_consumers_locked(best_.size() > before ? 1 : 0);
 }
 
 void PriorityQueue::put_many(const Payload* payloads, const double* priorities, const int64_t* versions,
@@ -289,7 +301,7 @@ void PriorityQueue::put_many(const Payload* payloads, const double* priorities, 
     // Versions were checked against the version at entry; the queue's only moves forward.
     const int64_t version = versions ? versions[processed] : version_;
     if (options_.overflow == Overflow::Block && !has_room_locked() && !stale_locked(version)) {
-      wake_consumers_locked();
+      wake_consumers_locked(best_.size());
       if (!have_deadline) {
         deadline = deadline_after(timeout_s);
         have_deadline = true;
@@ -307,7 +319,8 @@ void PriorityQueue::put_many(const Payload* payloads, const double* priorities, 
     insert_locked(payloads[processed], priorities[processed], version, handed_back);
     ++processed;
   }
-  wake_consumers_locked();
+  // Items taken out by drop_lowest were replaced one for one; what counts is that some arrived.
+  wake_consumers_locked(n > 1 ? best_.size() : 1);
 }
 
 Payload PriorityQueue::get(double timeout_s, WaitHooks* hooks) {
@@ -325,7 +338,7 @@ Payload PriorityQueue::get(double timeout_s, WaitHooks* hooks) {
     PANGU_CHECK(!best_.empty(), QueueClosed, "get: the queue is closed and drained");
   }
   Payload payload = pop_best_locked();
-  wake_producers_locked();
+  wake_producers_locked(1);
   return payload;
 }
 
@@ -343,14 +356,17 @@ void PriorityQueue::get_batch(size_t n, size_t min_n, double timeout_s, std::vec
                 min_n, ", and timeout is 0");
     auto deadline = deadline_after(timeout_s);
     enter_wait(lock, guard, hooks);
+    if (min_n > 1) ++waiting_batch_consumers_;
     bool ok = wait_locked(lock, not_empty_, deadline ? &*deadline : nullptr, waiting_consumers_,
                           stats_.consumer_wait_s, [this, min_n] { return closed_ || best_.size() >= min_n; });
+    if (min_n > 1) --waiting_batch_consumers_;
     PANGU_CHECK(ok, Timeout, "get_batch: timed out after ", timeout_s, " s waiting for min_n=", min_n,
                 " items (", best_.size(), " queued)");
   }
   PANGU_CHECK(!best_.empty(), QueueClosed, "get_batch: the queue is closed and drained");
-  take_best_locked(n < best_.size() ? n : best_.size(), out);
-  wake_producers_locked();
+  const size_t take = n < best_.size() ? n : best_.size();
+  take_best_locked(take, out);
+  wake_producers_locked(take);
 }
 
 std::vector<Payload> PriorityQueue::advance_version(int64_t version) {
@@ -383,7 +399,7 @@ std::vector<Payload> PriorityQueue::advance_version(int64_t version) {
   for (const HeapEntry& e : keep) best_.append_unordered(e);
   rebuild_locked();
   stats_.evicted += evicted.size();
-  wake_producers_locked();
+  wake_producers_locked(evicted.size());
   return evicted;
 }
 
@@ -438,7 +454,7 @@ std::vector<Payload> PriorityQueue::drain() {
     out.push_back(slots_[slot].payload);
     remove_slot_locked(slot);
   }
-  wake_producers_locked();
+  wake_producers_locked(out.size());
   return out;
 }
 

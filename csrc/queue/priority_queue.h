@@ -170,8 +170,8 @@ class PriorityQueue {
   void rebuild_locked();
   uint32_t alloc_slot_locked();
   bool has_room_locked() const { return best_.size() < options_.capacity; }
-  void wake_producers_locked();
-  void wake_consumers_locked();
+  void wake_producers_locked(size_t freed);
+  void wake_consumers_locked(size_t added);
   // Sleeps on `cv` until ready() (true) or the deadline (false); nullptr deadline: no limit.
   template <typename Ready>
   bool wait_locked(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
@@ -183,6 +183,7 @@ class PriorityQueue {
   std::condition_variable not_full_;
   size_t waiting_consumers_ = 0;
   size_t waiting_producers_ = 0;
+  size_t waiting_batch_consumers_ = 0;  // of waiting_consumers_, those waiting for min_n > 1
 
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;

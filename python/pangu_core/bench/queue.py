@@ -161,6 +161,6 @@ def core_native_case(ops: int, resident: int = 1000) -> dict[str, Any]:
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """The four cases; ``quick`` shrinks every size (under 30 s in all)."""
     if quick:
-        return [per_item_case(20_000), batch_case(50_000), mpmc_case(10_000), core_native_case(2_000_000)]
+        return [per_item_case(20_000), batch_case(50_000), mpmc_case(30_000), core_native_case(4_000_000)]
     return [per_item_case(100_000), batch_case(200_000), mpmc_case(50_000), core_native_case(10_000_000)]
 
