@@ -352,3 +352,13 @@ def test_drain():
     q.put_many(["a", "b"], [1.0, 2.0])
     assert q.drain() == ["b", "a"]
     assert len(q) == 0 and q.stats()["got"] == 0
+
+
+# The native loop behind `bench queue core_native` runs and refuses a size it cannot measure.
+def test_native_loop_entry_point():
+    from pangu_core import _core
+
+    wall, cpu = _core.queue.push_pop_loop(10_000, 100, 0.01, 3)
+    assert wall > 0 and cpu >= 0
+    with pytest.raises(ValueError, match="ops: expected an integer >= 2"):
+        _core.queue.push_pop_loop(1, 10)

@@ -120,9 +120,14 @@ void bind_queue(py::module_& root) {
         return s < 0 ? py::none() : py::object(py::int_(s));
       });
 
-  m.def("push_pop_loop_seconds", &pangu::queue::push_pop_loop_seconds, py::arg("ops"), py::arg("resident"),
-        py::arg("age_boost") = 0.0, py::arg("seed") = 0, Release(),
-        "Seconds a C++ loop of `ops` alternating put/get takes with `resident` items queued.");
+  m.def("push_pop_loop",
+        [](size_t ops, size_t resident, double age_boost, uint64_t seed) {
+          auto t = pangu::queue::push_pop_loop(ops, resident, age_boost, seed);
+          return std::make_pair(t.wall_s, t.cpu_s);
+        },
+        py::arg("ops"), py::arg("resident"), py::arg("age_boost") = 0.0, py::arg("seed") = 0, Release(),
+        "(wall seconds, thread CPU seconds) of a C++ loop of `ops` alternating put/get with `resident` "
+        "items queued.");
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "queue/native_loop.h"
 
+#include <time.h>
+
 #include <chrono>
 #include <vector>
 
@@ -8,7 +10,17 @@
 
 namespace pangu::queue {
 
-double push_pop_loop_seconds(size_t ops, size_t resident, double age_boost, uint64_t seed) {
+namespace {
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+}  // namespace
+
+LoopTiming push_pop_loop(size_t ops, size_t resident, double age_boost, uint64_t seed) {
   PANGU_CHECK(ops >= 2, Value, "ops: expected an integer >= 2, got ", ops);
   QueueOptions options;
   options.age_boost = age_boost;
@@ -28,6 +40,7 @@ double push_pop_loop_seconds(size_t ops, size_t resident, double age_boost, uint
   }
   int64_t version = 0;
   uint64_t checksum = 0;
+  const double cpu_start = thread_cpu_seconds();
   const auto start = std::chrono::steady_clock::now();
   for (size_t i = 0; i < ops / 2; ++i) {
     if ((i & 1023) == 1023) queue.advance_version(++version);
@@ -35,9 +48,10 @@ double push_pop_loop_seconds(size_t ops, size_t resident, double age_boost, uint
     checksum += queue.get(0.0, nullptr);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double cpu_seconds = thread_cpu_seconds() - cpu_start;
   // Every put is matched by a get, so the queue must still hold `resident` items.
   PANGU_ASSERT(queue.size() == resident && handed_back.empty() && checksum > 0);
-  return seconds;
+  return LoopTiming{seconds, cpu_seconds};
 }
 
 }  // namespace pangu::queue
