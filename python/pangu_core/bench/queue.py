@@ -11,24 +11,43 @@ import heapq
 import itertools
 import queue as std_queue
 import random
+import statistics
 import threading
+import time
 from typing import Any, Callable
 
 import numpy as np
 
 from pangu_core import _core
-from pangu_core.bench.common import make_case, median_seconds
+from pangu_core.bench.common import MIN_REPEATS, make_case, median_seconds
 from pangu_core.queue import PriorityQueue, QueueClosed
 
 NAME = "queue"
 DESCRIPTION = "priority data queue: per item, batched, 2x2 threads, native loop (vs queue.PriorityQueue, heapq)"
 
 BATCH = 1000
+OURS_BATCH_PASSES = 8
 
 
-def _rate(count: int, fn: Callable[[], Any]) -> float:
-    """Items (or operations) per second: ``count`` over the median time of ``fn``."""
-    return count / median_seconds(fn)
+def _rates(count: int, ours: Callable[[], Any], baseline: Callable[[], Any],
+           ours_count: int | None = None) -> tuple[float, float]:
+    """Items per second of ``ours`` and ``baseline``: items over the median of 5 timed runs each.
+
+    ``count`` items per baseline run, ``ours_count`` (default ``count``) per run of ours.
+
+    The runs alternate (ours, baseline, ours, ...) after one warm-up each, so a load change on a
+    shared machine hits both sides alike instead of skewing the ratio.
+    """
+    ours()
+    baseline()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(MIN_REPEATS):
+        for fn, out in ((ours, times[0]), (baseline, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return (count if ours_count is None else ours_count) / statistics.median(times[0]), \
+        count / statistics.median(times[1])
 
 
 def per_item_case(n: int) -> dict[str, Any]:
@@ -49,8 +68,8 @@ def per_item_case(n: int) -> dict[str, Any]:
             put((-p, next(counter), i))
             get()
 
-    return make_case("per_item", "items/s", _rate(n, run_ours), "queue.PriorityQueue", _rate(n, run_stdlib),
-                     items=n)
+    ours_rate, stdlib_rate = _rates(n, run_ours, run_stdlib)
+    return make_case("per_item", "items/s", ours_rate, "queue.PriorityQueue", stdlib_rate, items=n)
 
 
 def batch_case(n: int) -> dict[str, Any]:
@@ -61,9 +80,11 @@ def batch_case(n: int) -> dict[str, Any]:
     counter = itertools.count()
 
     def run_ours() -> None:
-        for items, priorities in chunks:
-            ours.put_many(items, priorities)
-            ours.get_batch(BATCH)
+        # Several passes per timed run, so a run of ours lasts long enough to time reliably.
+        for _ in range(OURS_BATCH_PASSES):
+            for items, priorities in chunks:
+                ours.put_many(items, priorities)
+                ours.get_batch(BATCH)
 
     def run_stdlib() -> None:
         put, get = stdlib.put, stdlib.get
@@ -74,8 +95,9 @@ def batch_case(n: int) -> dict[str, Any]:
                 get()
 
     total = len(chunks) * BATCH
-    return make_case("batch", "items/s", _rate(total, run_ours), "queue.PriorityQueue per item",
-                     _rate(total, run_stdlib), items=total, batch=BATCH)
+    ours_rate, stdlib_rate = _rates(total, run_ours, run_stdlib, ours_count=OURS_BATCH_PASSES * total)
+    return make_case("batch", "items/s", ours_rate, "queue.PriorityQueue per item", stdlib_rate,
+                     items=total, batch=BATCH)
 
 
 def _mpmc_ours(per_producer: int) -> None:
@@ -131,8 +153,8 @@ def _run_2x2(produce: Callable[[int], None], consume: Callable[[], None], finish
 
 def mpmc_case(per_producer: int) -> dict[str, Any]:
     total = 2 * per_producer
-    return make_case("mpmc_2x2", "items/s", _rate(total, lambda: _mpmc_ours(per_producer)),
-                     "queue.PriorityQueue 2x2 threads", _rate(total, lambda: _mpmc_stdlib(per_producer)),
+    ours_rate, stdlib_rate = _rates(total, lambda: _mpmc_ours(per_producer), lambda: _mpmc_stdlib(per_producer))
+    return make_case("mpmc_2x2", "items/s", ours_rate, "queue.PriorityQueue 2x2 threads", stdlib_rate,
                      items=total)
 
 
