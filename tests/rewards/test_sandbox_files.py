@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 
 import pytest
@@ -140,3 +143,61 @@ def test_confinement_failure_falls_back_cleanly():
     done = subprocess.run([sys.executable, "-I", "-c", code, _CHILD], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+_UNPRIVILEGED = """
+import ctypes, importlib.util, json, os, sys
+spec = importlib.util.spec_from_file_location("child", sys.argv[1])
+child = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(child)
+home, target = sys.argv[2], sys.argv[3]
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
+# Changing uid made this process non-dumpable (its /proc files root's); a fresh exec would not be.
+ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+os.chdir(home)
+namespaces = child._enter_namespaces(True)
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    namespaces["mnt"] = child._confine_files(home, 65536, namespaces["pid"])
+    namespaces["caps_dropped"] = child._drop_capabilities()
+    out = {"namespaces": namespaces}
+    for path in (target, "mine.txt"):
+        try:
+            with open(path, "w") as f:
+                f.write("x")
+            out[path] = "written"
+        except OSError as error:
+            out[path] = error.errno
+    os.write(write, json.dumps(out).encode())
+    os._exit(0)
+os.close(write)
+os.waitpid(pid, 0)
+print(os.read(read, 1 << 16).decode())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user; unprivileged callers "
+                    "exercise this path in every other test")
+def test_unprivileged_caller_gets_the_same_confinement(tmp_path):
+    # An unprivileged caller goes through a user namespace (mapped to itself); /tmp is writable for
+    # every user, so only the confinement keeps the write out.
+    home = tempfile.mkdtemp(prefix="pangu-unpriv-")
+    target = os.path.join("/tmp", f"pangu_escape_{os.getpid()}_{uuid.uuid4().hex[:8]}")
+    try:
+        os.chown(home, 65534, 65534)
+        done = subprocess.run([sys.executable, "-I", "-c", _UNPRIVILEGED, _CHILD, home, target],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        if not out["namespaces"].get("mnt"):
+            pytest.skip("user and mount namespaces are not permitted for unprivileged users here (mnt=False)")
+        assert out["namespaces"]["caps_dropped"] is True
+        assert out[target] == errno.EROFS and out["mine.txt"] == "written"
+        assert not os.path.exists(target)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        if os.path.exists(target):
+            os.unlink(target)

@@ -75,6 +75,12 @@ def _mount_points():
     return points
 
 
+def _kept_flags(options, flags):
+    for option in options:
+        flags |= _KEPT_FLAGS.get(option, 0)
+    return flags
+
+
 def _private_dev(staging, shm_bytes):
     """Builds a minimal /dev at ``staging`` (a few harmless nodes, links, a size-capped /dev/shm)
     and moves it over /dev, so no disk or other device of the host can be opened for writing."""
@@ -106,7 +112,8 @@ def _confine_files(home, shm_bytes, new_proc):
     try:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         _mount(home, home, None, MS_BIND)
-        _mount(None, home, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
+        home_options = [options for point, options in _mount_points() if point == os.path.realpath(home)]
+        _mount(None, home, None, _kept_flags(home_options[-1], MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV))
         os.chdir(home)  # the old cwd still refers to the mount that becomes read-only
         if os.path.isdir("/dev"):
             _private_dev(os.path.join(home, ".pangu-dev"), shm_bytes)
@@ -116,11 +123,8 @@ def _confine_files(home, shm_bytes, new_proc):
         for point, options in _mount_points():
             if point in writable or "ro" in options:
                 continue
-            flags = MS_BIND | MS_REMOUNT | MS_RDONLY
-            for option in options:
-                flags |= _KEPT_FLAGS.get(option, 0)
             try:
-                _mount(None, point, None, flags)
+                _mount(None, point, None, _kept_flags(options, MS_BIND | MS_REMOUNT | MS_RDONLY))
             except OSError as error:
                 # A mount point outside this root (or already gone) cannot be reached anyway.
                 if error.errno != errno.ENOENT:
@@ -154,13 +158,26 @@ def _drop_capabilities():
     return dropped and all(int(value, 16) == 0 for value in held)
 
 
+def _map_own_ids(uid, gid):
+    """Maps this user (and group) to itself in a new user namespace: without a mapping it could
+    create no file (EOVERFLOW) and would count as the overflow user."""
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+
+
 def _enter_namespaces(want_net):
     """Best effort: a new pid namespace always, a new network namespace if ``want_net``."""
     flags = CLONE_NEWPID | (CLONE_NEWNET if want_net else 0)
     if _unshare(flags):
         return {"pid": True, "net": want_net, "user": False}
     # Unprivileged callers may still create namespaces inside a new user namespace.
+    uid, gid = os.getuid(), os.getgid()
     if _unshare(flags | CLONE_NEWUSER):
+        try:
+            _map_own_ids(uid, gid)
+        except OSError:
+            pass  # unmapped: the run goes on, and the file-system confinement reports mnt=False
         return {"pid": True, "net": want_net, "user": True}
     got_net = want_net and _unshare(CLONE_NEWNET)
     return {"pid": False, "net": got_net, "user": False}

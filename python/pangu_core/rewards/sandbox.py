@@ -25,7 +25,8 @@ What holds where (documented, not assumed):
   links and a private /dev/shm tmpfs capped at ``file_bytes``), so no disk node can be opened; in
   a new pid namespace /proc is a fresh read-only mount showing only the run. Then every capability
   is dropped (bounding set included) and no_new_privs is set, so even root cannot remount, unmount,
-  make device nodes or regain privileges by exec. RLIMIT_FSIZE caps every file. Where mount
+  make device nodes or regain privileges by exec. RLIMIT_FSIZE caps every file. An unprivileged
+  caller gets the same through a user namespace that maps its own uid/gid to themselves. Where mount
   namespaces are not permitted ``namespaces["mnt"]`` is False and the program may write wherever
   its user may (run as an unprivileged user then); ``namespaces["caps_dropped"]`` says whether the
   empty capability set holds.
