@@ -55,10 +55,13 @@ def _unshare(flags):
     return _LIBC.unshare(flags) == 0
 
 
+def _c_path(value):
+    return None if value is None else os.fsencode(value)
+
+
 def _mount(source, target, fstype, flags, data=None):
     """mount(2); raises OSError (with the errno and target) when it fails."""
-    encode = lambda value: None if value is None else os.fsencode(value)  # noqa: E731
-    if _LIBC.mount(encode(source), encode(target), encode(fstype), flags, encode(data)) != 0:
+    if _LIBC.mount(_c_path(source), _c_path(target), _c_path(fstype), flags, _c_path(data)) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"mount {target}: {os.strerror(code)}")
 
