@@ -6,15 +6,19 @@ a fresh temporary folder, a scrubbed environment, and passes a status pipe as ``
 Here, in order: join the per-run pids cgroup, enter new network and pid namespaces when the kernel
 permits, set rlimits, then fork the payload. In a new pid namespace the payload is its init (pid 1):
 when it exits the kernel kills every process left in the namespace, daemons included, and nothing
-in it can signal a process outside.
+in it can signal a process outside. The payload then confines the file system (a new mount
+namespace in which everything but the run's folder is read-only, see ``_confine_files``) and drops
+every capability before any untrusted code runs.
 
-Status lines (JSON, one per line) on the status pipe: {"namespaces": {...}}, {"payload": pid},
+Status lines (JSON, one per line) on the status pipe: {"payload": pid}, {"namespaces": {...}},
 one {"test": ...} per harness test, and finally {"exit": code} or {"signal": n}.
 """
 
 import ctypes
+import errno
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -27,13 +31,142 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
 
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_MOVE = 32, 1024, 2048, 4096, 8192
+MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 16384, 1 << 18, 1 << 21, 1 << 24
+# Per-mount flags a bind remount must restate (inside a user namespace they are locked).
+_KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
+               "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
+# Device nodes a program may need; everything else in the host's /dev (disks above all) stays out.
+_DEVICES = ("null", "zero", "full", "random", "urandom")
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
+_CAP_VERSION_3 = 0x20080522
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
 def _emit(fd, record):
     os.write(fd, (json.dumps(record) + "\n").encode())
 
 
 def _unshare(flags):
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.unshare(flags) == 0
+    return _LIBC.unshare(flags) == 0
+
+
+def _c_path(value):
+    return None if value is None else os.fsencode(value)
+
+
+def _mount(source, target, fstype, flags, data=None):
+    """mount(2); raises OSError (with the errno and target) when it fails."""
+    if _LIBC.mount(_c_path(source), _c_path(target), _c_path(fstype), flags, _c_path(data)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"mount {target}: {os.strerror(code)}")
+
+
+def _mount_points():
+    """(mount point, per-mount options) of this mount namespace, in mount order."""
+    points = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            # Spaces and other odd characters appear as octal escapes (a space is \040).
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            points.append((point, fields[5].split(",")))
+    return points
+
+
+def _kept_flags(options, flags):
+    for option in options:
+        flags |= _KEPT_FLAGS.get(option, 0)
+    return flags
+
+
+def _private_dev(staging, shm_bytes):
+    """Builds a minimal /dev at ``staging`` (a few harmless nodes, links, a size-capped /dev/shm)
+    and moves it over /dev, so no disk or other device of the host can be opened for writing."""
+    os.mkdir(staging, 0o755)
+    _mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536")
+    for name in _DEVICES:
+        host = os.path.join("/dev", name)
+        if os.path.exists(host):
+            open(os.path.join(staging, name), "w").close()
+            _mount(host, os.path.join(staging, name), None, MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, os.path.join(staging, name))
+    os.mkdir(os.path.join(staging, "shm"), 0o1777)
+    _mount("tmpfs", os.path.join(staging, "shm"), "tmpfs", MS_NOSUID | MS_NODEV,
+           f"mode=1777,size={max(shm_bytes, 4096)}")
+    _mount(staging, "/dev", None, MS_MOVE)
+    os.rmdir(staging)
+
+
+def _confine_files(home, shm_bytes, new_proc):
+    """In a new mount namespace: every mount read-only except the run's folder (bound back
+    read-write, nosuid, nodev) and a private size-capped /dev/shm; a minimal /dev; and, when this
+    process is init of a new pid namespace, a fresh read-only /proc that shows only the run.
+    Returns True when all of it holds; False where the kernel does not permit it (then the run
+    goes on with the caller's file system, HOME/TMPDIR/cwd still in its folder)."""
+    if not _unshare(CLONE_NEWNS):
+        return False
+    try:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        _mount(home, home, None, MS_BIND)
+        home_options = [options for point, options in _mount_points() if point == os.path.realpath(home)]
+        _mount(None, home, None, _kept_flags(home_options[-1], MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV))
+        os.chdir(home)  # the old cwd still refers to the mount that becomes read-only
+        if os.path.isdir("/dev"):
+            _private_dev(os.path.join(home, ".pangu-dev"), shm_bytes)
+        if new_proc:
+            _mount("proc", "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        writable = {os.path.realpath(home), "/dev/shm"}
+        for point, options in _mount_points():
+            if point in writable or "ro" in options:
+                continue
+            try:
+                _mount(None, point, None, _kept_flags(options, MS_BIND | MS_REMOUNT | MS_RDONLY))
+            except OSError as error:
+                # A mount point outside this root (or already gone) cannot be reached anyway.
+                if error.errno != errno.ENOENT:
+                    raise
+        return True
+    except OSError:
+        return False
+
+
+def _drop_capabilities():
+    """Drops every capability (bounding, ambient, effective, permitted, inheritable) and sets
+    no_new_privs, so that not even root can undo the mounts, trace or signal by capability, make
+    device nodes, or regain privileges through exec. True when the empty set holds."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", encoding="utf-8") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):
+        _LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL beyond the kernel's last; EPERM unprivileged
+    _LIBC.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    dropped = _LIBC.capset(header, data) == 0
+    _LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            held = [line.split()[1] for line in f if line.startswith(("CapEff:", "CapPrm:", "CapBnd:"))]
+    except OSError:
+        return dropped
+    return dropped and all(int(value, 16) == 0 for value in held)
+
+
+def _map_own_ids(uid, gid):
+    """Maps this user (and group) to itself in a new user namespace: without a mapping it could
+    create no file (EOVERFLOW) and would count as the overflow user."""
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
 
 
 def _enter_namespaces(want_net):
@@ -42,7 +175,12 @@ def _enter_namespaces(want_net):
     if _unshare(flags):
         return {"pid": True, "net": want_net, "user": False}
     # Unprivileged callers may still create namespaces inside a new user namespace.
+    uid, gid = os.getuid(), os.getgid()
     if _unshare(flags | CLONE_NEWUSER):
+        try:
+            _map_own_ids(uid, gid)
+        except OSError:
+            pass  # unmapped: the run goes on, and the file-system confinement reports mnt=False
         return {"pid": True, "net": want_net, "user": True}
     got_net = want_net and _unshare(CLONE_NEWNET)
     return {"pid": False, "net": got_net, "user": False}
@@ -214,11 +352,14 @@ def main():
     if spec.get("cgroup"):
         with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as f:
             f.write(str(os.getpid()))
-    _emit(status_fd, {"namespaces": _enter_namespaces(spec["isolate_network"])})
+    namespaces = _enter_namespaces(spec["isolate_network"])
     _set_limits(spec["limits"], bool(spec.get("cgroup")))
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        namespaces["mnt"] = _confine_files(os.getcwd(), spec["limits"]["file_bytes"], namespaces["pid"])
+        namespaces["caps_dropped"] = _drop_capabilities()
+        _emit(status_fd, {"namespaces": namespaces})
         if spec["mode"] == "exec":
             os._exit(_run_program(spec, status_fd))
         os._exit(_run_tests(spec, status_fd))

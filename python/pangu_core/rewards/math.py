@@ -152,13 +152,19 @@ class MathVerifier:
                     todo.setdefault(key, []).append(i)
         keys = list(todo)
         if keys:
-            chunks = [keys[w::self.config.workers] for w in range(self.config.workers)]
-            chunks = [c for c in chunks if c]
-            if len(chunks) == 1:
-                verdicts = [self._run_chunk(chunks[0])]
+            # Work is handed out in slices from a shared feed rather than split up front, so a worker
+            # that drew quick comparisons takes more instead of idling while another finishes; one
+            # pipe round trip per slice, about four slices per worker.
+            workers = min(self.config.workers, len(keys))
+            step = -(-len(keys) // (workers * 4))
+            feed: queue.SimpleQueue[list[tuple[str, str]]] = queue.SimpleQueue()
+            for start in range(0, len(keys), step):
+                feed.put(keys[start:start + step])
+            if workers == 1:
+                verdicts = [self._run_feed(feed)]
             else:
-                with ThreadPoolExecutor(len(chunks)) as pool:
-                    verdicts = list(pool.map(self._run_chunk, chunks))
+                with ThreadPoolExecutor(workers) as pool:
+                    verdicts = list(pool.map(self._run_feed, [feed] * workers))
             with self._lock:
                 for part in verdicts:
                     for key, verdict in part.items():
@@ -186,47 +192,59 @@ class MathVerifier:
             raise TypeError(f"{name}: expected str, got {type(value).__name__}")
         return value.strip()
 
-    def _run_chunk(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], SourceScore]:
+    def _run_feed(self, feed: "queue.SimpleQueue[list[tuple[str, str]]]") -> dict[tuple[str, str], SourceScore]:
+        """Takes slices of keys from ``feed`` until it is empty, on one worker process."""
         if self._closed:
             raise RuntimeError("math verifier: used after close()")
-        worker = self._idle.get()
+        slot = [self._idle.get()]  # the worker in use; _run_slice replaces it, None when it died
         results: dict[tuple[str, str], SourceScore] = {}
         try:
-            pending = list(keys)
-            while pending:
-                if worker is None:
-                    worker = _Worker(self.config.memory_bytes)
-                worker.send.send((self._generation,
-                                  [(i, g, a, self.config.float_rounding) for i, (g, a) in enumerate(pending)]))
-                done = 0
-                while done < len(pending):
-                    if not worker.recv.poll(self.config.timeout_seconds):
-                        # Overrun: this item is a timeout; the worker cannot be interrupted safely.
-                        results[pending[done]] = SourceScore(0.0, "timeout", decided=False)
-                        self.stats["timeouts"] += 1
-                        self.stats["restarts"] += 1
-                        worker.close()
-                        worker = None
-                        done += 1
-                        break
-                    try:
-                        index, equal, error = worker.recv.recv()
-                    except EOFError:
-                        results[pending[done]] = SourceScore(0.0, "verifier crashed", decided=False)
-                        self.stats["restarts"] += 1
-                        worker.close()
-                        worker = None
-                        done += 1
-                        break
-                    if equal is None:
-                        results[pending[index]] = SourceScore(0.0, error, decided=False)
-                    else:
-                        results[pending[index]] = SourceScore(1.0 if equal else 0.0, "" if equal else (error or "wrong answer"))
-                    done = index + 1
-                pending = pending[done:]
+            while True:
+                try:
+                    pending = feed.get_nowait()
+                except queue.Empty:
+                    break
+                self._run_slice(slot, pending, results)
         finally:
-            if self._closed and worker is not None:
-                worker.close()
-                worker = None
-            self._idle.put(worker)
+            if self._closed and slot[0] is not None:
+                slot[0].close()
+                slot[0] = None
+            self._idle.put(slot[0])
         return results
+
+    def _run_slice(self, slot: list[_Worker | None], keys: list[tuple[str, str]],
+                   results: dict[tuple[str, str], SourceScore]) -> None:
+        """Verdicts for ``keys`` into ``results`` on ``slot[0]`` (started, or replaced after an overrun)."""
+        pending = list(keys)
+        while pending:
+            if slot[0] is None:
+                slot[0] = _Worker(self.config.memory_bytes)
+            worker = slot[0]
+            worker.send.send((self._generation,
+                              [(i, g, a, self.config.float_rounding) for i, (g, a) in enumerate(pending)]))
+            done = 0
+            while done < len(pending):
+                if not worker.recv.poll(self.config.timeout_seconds):
+                    # Overrun: this item is a timeout; the worker cannot be interrupted safely.
+                    results[pending[done]] = SourceScore(0.0, "timeout", decided=False)
+                    self.stats["timeouts"] += 1
+                    self.stats["restarts"] += 1
+                    slot[0] = None
+                    worker.close()
+                    done += 1
+                    break
+                try:
+                    index, equal, error = worker.recv.recv()
+                except EOFError:
+                    results[pending[done]] = SourceScore(0.0, "verifier crashed", decided=False)
+                    self.stats["restarts"] += 1
+                    slot[0] = None
+                    worker.close()
+                    done += 1
+                    break
+                if equal is None:
+                    results[pending[index]] = SourceScore(0.0, error, decided=False)
+                else:
+                    results[pending[index]] = SourceScore(1.0 if equal else 0.0, "" if equal else (error or "wrong answer"))
+                done = index + 1
+            pending = pending[done:]

@@ -3,7 +3,8 @@
 Each run gets: a new session (its own process group), a fresh temporary folder that is also its
 HOME, TMPDIR and working directory and is deleted afterwards, a scrubbed environment, rlimits on CPU
 time, address space, file size, open files and processes, capped output read incrementally, a
-wall-clock deadline, and, when the kernel permits, new pid and network namespaces.
+wall-clock deadline, and, when the kernel permits, new pid, network and mount namespaces with a
+read-only view of everything outside its folder.
 
 What holds where (documented, not assumed):
 
@@ -18,8 +19,17 @@ What holds where (documented, not assumed):
 * **Network.** A new network namespace has only a downed loopback: no connection can be made.
   Where namespaces are not permitted ``SandboxResult.namespaces["net"]`` is False and the program
   has the caller's network.
-* **Files.** The program may write anywhere its user may; HOME/TMPDIR/cwd point into the temporary
-  folder, and RLIMIT_FSIZE caps every file. Run as an unprivileged user for a hard guarantee.
+* **Files.** In a new mount namespace (made private, so nothing propagates back) every mount is
+  remounted read-only except the run's folder (bound back read-write, nosuid, nodev), which is
+  also HOME/TMPDIR/cwd. /dev is replaced by a minimal one (null, zero, full, random, urandom, fd
+  links and a private /dev/shm tmpfs capped at ``file_bytes``), so no disk node can be opened; in
+  a new pid namespace /proc is a fresh read-only mount showing only the run. Then every capability
+  is dropped (bounding set included) and no_new_privs is set, so even root cannot remount, unmount,
+  make device nodes or regain privileges by exec. RLIMIT_FSIZE caps every file. An unprivileged
+  caller gets the same through a user namespace that maps its own uid/gid to themselves. Where mount
+  namespaces are not permitted ``namespaces["mnt"]`` is False and the program may write wherever
+  its user may (run as an unprivileged user then); ``namespaces["caps_dropped"]`` says whether the
+  empty capability set holds.
 
 No signals are used in the caller, so ``run_sandboxed`` works from any thread.
 """
