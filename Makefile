@@ -33,7 +33,8 @@ sanitize: sanitize-address sanitize-thread
 
 sanitize-address: install
 	PANGU_SANITIZE=address PANGU_OPENMP=OFF $(PY) -m pip install -q --no-deps --upgrade \
-	  --config-settings=build-dir=build/asan --target build/asan-site .
+	  --config-settings=build-dir=build/asan --config-settings=cmake.build-type=RelWithDebInfo \
+	  --config-settings=install.strip=false --target build/asan-site .
 	rm -f build/asan-report.*
 	PYTHONPATH=build/asan-site LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:log_path=$(CURDIR)/build/asan-report \
@@ -43,7 +44,8 @@ sanitize-address: install
 
 sanitize-thread: install
 	PANGU_SANITIZE=thread PANGU_OPENMP=OFF $(PY) -m pip install -q --no-deps --upgrade \
-	  --config-settings=build-dir=build/tsan --target build/tsan-site .
+	  --config-settings=build-dir=build/tsan --config-settings=cmake.build-type=RelWithDebInfo \
+	  --config-settings=install.strip=false --target build/tsan-site .
 	rm -f build/tsan-report.*
 	PYTHONPATH=build/tsan-site LD_PRELOAD="$$(gcc -print-file-name=libtsan.so)" \
 	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 log_path=$(CURDIR)/build/tsan-report suppressions=$(CURDIR)/tests/tsan.supp" \
