@@ -27,22 +27,28 @@ bench: install
 	$(VENV)/bin/pangu-core bench all --json $(BENCH_JSON)
 
 # The sanitized core is installed into build/<kind>-site and put first on PYTHONPATH; Python itself
-# is not instrumented, so the runtime is preloaded.
+# is not instrumented, so the runtime is preloaded. Reports are written to build/<kind>-report.*
+# (pytest captures stderr) and printed when a run fails.
 sanitize: sanitize-address sanitize-thread
 
 sanitize-address: install
 	PANGU_SANITIZE=address PANGU_OPENMP=OFF $(PY) -m pip install -q --no-deps --upgrade \
 	  --config-settings=build-dir=build/asan --target build/asan-site .
+	rm -f build/asan-report.*
 	PYTHONPATH=build/asan-site LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  $(PY) -m pytest -p no:cacheprovider $(SANITIZE_TESTS) -o filterwarnings=ignore::DeprecationWarning
+	  ASAN_OPTIONS=detect_leaks=0:log_path=$(CURDIR)/build/asan-report \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(CURDIR)/build/asan-report \
+	  $(PY) -m pytest -p no:cacheprovider $(SANITIZE_TESTS) -o filterwarnings=ignore::DeprecationWarning \
+	  || { cat build/asan-report.* 2>/dev/null; exit 1; }
 
 sanitize-thread: install
 	PANGU_SANITIZE=thread PANGU_OPENMP=OFF $(PY) -m pip install -q --no-deps --upgrade \
 	  --config-settings=build-dir=build/tsan --target build/tsan-site .
+	rm -f build/tsan-report.*
 	PYTHONPATH=build/tsan-site LD_PRELOAD="$$(gcc -print-file-name=libtsan.so)" \
-	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
-	  $(PY) -m pytest -p no:cacheprovider $(SANITIZE_TESTS) -o filterwarnings=ignore::DeprecationWarning
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 log_path=$(CURDIR)/build/tsan-report suppressions=$(CURDIR)/tests/tsan.supp" \
+	  $(PY) -m pytest -p no:cacheprovider $(SANITIZE_TESTS) -o filterwarnings=ignore::DeprecationWarning \
+	  || { cat build/tsan-report.* 2>/dev/null; exit 1; }
 
 clean:
 	rm -rf build $(VENV) bench-results

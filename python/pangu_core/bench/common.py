@@ -6,6 +6,7 @@ times, and reports medians. Nothing here asserts on speed.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -36,7 +37,7 @@ def percentiles(values: list[float], points: tuple[float, ...] = (50, 99)) -> di
         if not ordered:
             out[f"p{p:g}"] = float("nan")
             continue
-        rank = min(len(ordered) - 1, max(0, int(round(p / 100.0 * len(ordered) + 0.5)) - 1))
+        rank = min(len(ordered) - 1, max(0, math.ceil(p / 100.0 * len(ordered)) - 1))
         out[f"p{p:g}"] = ordered[rank]
     return out
 

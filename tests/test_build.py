@@ -1,0 +1,81 @@
+"""The package builds, reports how, and exposes its version from one place."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pangu_core
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_is_defined_once_and_matches_the_core():
+    # The version string lives only in _version.py; the C++ core gets it from the build.
+    text = (ROOT / "python" / "pangu_core" / "_version.py").read_text()
+    assert re.search(r'__version__ = "([^"]+)"', text).group(1) == pangu_core.__version__
+    assert pangu_core.build_info()["version"] == pangu_core.__version__
+    assert "version =" not in (ROOT / "pyproject.toml").read_text().split("[project]")[1].split("[")[0]
+
+
+def test_build_info_reports_compiler_openmp_and_isa_paths():
+    info = pangu_core.build_info()
+    assert info["compiler"]
+    assert isinstance(info["openmp"], bool)
+    assert info["isa_compiled"][0] == "scalar"
+    assert info["isa_detected"] in info["isa_compiled"]
+    assert info["isa_selected"] in pangu_core.available_isas()
+    assert pangu_core.available_isas()[-1] == info["isa_detected"]
+
+
+def test_set_isa_caps_dispatch_and_reset_restores_it():
+    best = pangu_core.available_isas()[-1]
+    try:
+        pangu_core.set_isa("scalar")
+        assert pangu_core.build_info()["isa_selected"] == "scalar"
+    finally:
+        pangu_core.reset_isa()
+    assert pangu_core.build_info()["isa_selected"] == best
+
+
+def test_set_isa_rejects_unknown_names():
+    with pytest.raises(ValueError, match="isa: expected one of"):
+        pangu_core.set_isa("sse9")
+
+
+def test_pangu_isa_environment_variable_caps_dispatch():
+    code = "import pangu_core; print(pangu_core.build_info()['isa_selected'])"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PANGU_ISA": "scalar"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "scalar"
+
+
+def test_set_num_threads_round_trips_and_validates():
+    before = pangu_core.get_num_threads()
+    try:
+        pangu_core.set_num_threads(1)
+        assert pangu_core.get_num_threads() == 1
+        assert pangu_core.build_info()["threads"] == 1
+    finally:
+        pangu_core.set_num_threads(before)
+    with pytest.raises(ValueError, match="n: expected a thread count >= 1"):
+        pangu_core.set_num_threads(0)
+    with pytest.raises(TypeError, match="n: expected an int"):
+        pangu_core.set_num_threads(2.0)
+
+
+def test_unknown_attribute_names_itself():
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        pangu_core.no_such_thing  # noqa: B018
+
+
+def test_import_does_not_load_torch():
+    # Importing the package must stay cheap: torch and transformers load only when a part needs them.
+    code = "import sys, pangu_core; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
