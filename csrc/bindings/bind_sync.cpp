@@ -59,6 +59,7 @@ void bind(py::module_& m) {
       .def("heartbeat", &SSPClock::heartbeat, py::arg("id"))
       .def("reap", &SSPClock::reap)
       .def("tick", &SSPClock::tick, py::arg("id"), py::arg("timeout_s"), Release())
+      .def("wait_turn", &SSPClock::wait_turn, py::arg("id"), py::arg("timeout_s"), Release())
       .def("wait_version", &SSPClock::wait_version, py::arg("id"), py::arg("timeout_s"), Release())
       .def("publish", &SSPClock::publish, py::arg("version"))
       .def_property_readonly("version", &SSPClock::version)

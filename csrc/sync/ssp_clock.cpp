@@ -109,12 +109,18 @@ void SSPClock::wait_locked(std::unique_lock<std::mutex>& lock, double timeout_s,
 
 int64_t SSPClock::tick(int64_t id, double timeout_s) {
   std::unique_lock<std::mutex> lock(mutex_);
-  live_locked(id, "tick");
-  wait_locked(lock, timeout_s, [&] { return live_.at(id).clock + 1 <= min_clock_locked() + staleness_; }, id,
-              "tick");
-  int64_t c = ++live_.at(id).clock;
+  ++live_locked(id, "tick").clock;
   changed_.notify_all();
-  return c;
+  wait_locked(lock, timeout_s, [&] { return live_.at(id).clock <= min_clock_locked() + staleness_; }, id, "tick");
+  return live_.at(id).clock;
+}
+
+int64_t SSPClock::wait_turn(int64_t id, double timeout_s) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  live_locked(id, "wait_turn");
+  wait_locked(lock, timeout_s, [&] { return live_.at(id).clock <= min_clock_locked() + staleness_; }, id,
+              "wait_turn");
+  return live_.at(id).clock;
 }
 
 int64_t SSPClock::wait_version(int64_t id, double timeout_s) {

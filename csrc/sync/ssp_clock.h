@@ -6,9 +6,9 @@
 // is the initial weights). The bound s >= 0 is fixed for the clock's life.
 //
 // Invariants (checked by the tests on every read):
-//   1. Spread: no live worker's clock exceeds the slowest live worker's by more than s:
-//      c_i <= min_j c_j + s. A worker that would break it waits in tick() (the fast waits for
-//      the slowest).
+//   1. Spread: a worker works on iteration c_i only while c_i <= min_j c_j + s over the live
+//      workers j. tick() counts the finished iteration and then waits until that holds again
+//      (the fast waits for the slowest); with s = 0 this is bulk synchronous.
 //   2. Freshness: a reader at clock c sees every update through c - s - 1, i.e. it reads a
 //      version >= c - s - 1. wait_version() blocks until such a version exists and returns the
 //      newest one.
@@ -54,9 +54,12 @@ class SSPClock {
   // Declares dead every worker whose last heartbeat is older than the timeout; returns their ids.
   std::vector<int64_t> reap();
 
-  // Finishes the current iteration of `id`: waits until c_id + 1 <= min live clock + s, then
-  // increments c_id and returns it. timeout_s < 0 waits forever.
+  // Finishes the current iteration of `id`: increments c_id, then waits until
+  // c_id <= min live clock + s and returns c_id. timeout_s < 0 waits forever. On TimeoutError the
+  // finished iteration still counts; wait_turn() waits again without counting another.
   int64_t tick(int64_t id, double timeout_s);
+  // Waits until c_id <= min live clock + s; returns c_id.
+  int64_t wait_turn(int64_t id, double timeout_s);
   // Waits until the learner's version is >= required_version(c_id, s); returns the version.
   int64_t wait_version(int64_t id, double timeout_s);
 

@@ -24,8 +24,9 @@ _sync = _core.sync
 class StoreEndpoint:
     """A publisher's or subscriber's handle on one C++ WeightStore."""
 
-    def __init__(self, store: Any, address: str, timeout_s: float) -> None:
+    def __init__(self, store: Any, address: str, timeout_s: float, *, owner: bool = False) -> None:
         self._store = store
+        self._owner = owner
         self.address = address
         self._timeout = float(timeout_s)
 
@@ -49,7 +50,8 @@ class StoreEndpoint:
         return int(self._store.pin_count(version))
 
     def close(self) -> None:
-        if self._store is not None and self._store.is_owner:
+        # In-process subscribers share the publisher's store object: only the publisher closes it.
+        if self._owner:
             self._store.close()
 
 
@@ -71,7 +73,7 @@ class InProcessTransport:
                 raise ValueError(f"name: an in-process channel {config.name!r} already has a live publisher")
             store = _sync.WeightStore.create_heap(layout, config.slots, layout_text)
             _channels[config.name] = store
-        return StoreEndpoint(store, config.name, config.timeout_s)
+        return StoreEndpoint(store, config.name, config.timeout_s, owner=True)
 
     @classmethod
     def open_subscriber(cls, config: SyncConfig, address: str | None) -> StoreEndpoint:
@@ -121,7 +123,7 @@ class SharedMemoryTransport:
         name = _sync.segment_name(config.prefix, config.name)
         store = _sync.WeightStore.create_shared(name, layout, config.slots, layout_text)
         _owned.add(store)
-        return StoreEndpoint(store, name, config.timeout_s)
+        return StoreEndpoint(store, name, config.timeout_s, owner=True)
 
     @classmethod
     def open_subscriber(cls, config: SyncConfig, address: str | None) -> StoreEndpoint:
