@@ -121,6 +121,8 @@ void bind(py::module_& m) {
           },
           py::arg("tensors"), py::arg("version"), py::arg("min_version"), py::arg("timeout_s"),
           py::arg("flat_out") = std::nullopt, Release())
+      .def("pin", &WeightStore::pin, py::arg("version"), py::arg("timeout_s"), Release())
+      .def("unpin", &WeightStore::unpin, py::arg("lease"))
       .def("wait_version", &WeightStore::wait_version, py::arg("min_version"), py::arg("timeout_s"), Release())
       .def("latest_version", &WeightStore::latest_version)
       .def("versions", &WeightStore::versions)

@@ -507,10 +507,8 @@ int64_t WeightStore::wait_version(int64_t min_version, double timeout_s) {
   }
 }
 
-int64_t WeightStore::pull(const std::vector<TensorView>& tensors, int64_t version, int64_t min_version,
-                          double timeout_s, uint8_t* flat_out) {
+std::pair<int, int64_t> WeightStore::pin(int64_t version, double timeout_s) {
   check_peer();
-  std::vector<Piece> pieces = make_pieces(*layout_, tensors, true, {});
   auto start = std::chrono::steady_clock::now();
   for (int round = 0;; backoff(round)) {
     int slot = -1;
@@ -528,34 +526,49 @@ int64_t WeightStore::pull(const std::vector<TensorView>& tensors, int64_t versio
       }
     } else {
       uint64_t packed = header_->latest.load();
-      int64_t latest = latest_of(packed);
-      if (packed == 0 || latest < min_version) {
-        PANGU_CHECK(timeout_s < 0 || seconds_since(start) < timeout_s, Timeout, "pull: no version >= ", min_version,
-                    " was published within ", timeout_s, " s (newest: ", latest, ")");
+      if (packed == 0) {
+        PANGU_CHECK(timeout_s < 0 || seconds_since(start) < timeout_s, Timeout, "pin: nothing was published within ",
+                    timeout_s, " s");
         if (round % 64 == 0) check_peer();
         continue;
       }
       slot = slot_of(packed);
-      want = latest;
+      want = latest_of(packed);
     }
     int lease = take_lease(slot);
     if (lease < 0) {
-      PANGU_CHECK(timeout_s < 0 || seconds_since(start) < timeout_s, Timeout, "pull: all ", header_->max_leases,
+      PANGU_CHECK(timeout_s < 0 || seconds_since(start) < timeout_s, Timeout, "pin: all ", header_->max_leases,
                   " reader leases stayed taken for ", timeout_s, " s");
       continue;
     }
     uint64_t seq = slots_[slot].seq.load();
-    if (seq % 2 == 1 || slots_[slot].version.load() != want) {
-      // The writer claimed the slot first (or moved on): try again with what is newest now.
-      drop_lease(lease);
-      if (seq % 2 == 1 && version < 0) continue;
-      if (version >= 0) {
-        check_peer();
-        fail(ErrorKind::Key, "version: ", version, " left the ring while being pinned (newest now ",
-             latest_of(header_->latest.load()), ")");
-      }
-      continue;
+    if (seq % 2 == 0 && slots_[slot].version.load() == want) return {lease, want};
+    // The writer claimed the slot first (or moved on): try again with what is newest now.
+    drop_lease(lease);
+    if (version >= 0 && seq % 2 == 0) {
+      check_peer();
+      fail(ErrorKind::Key, "version: ", version, " left the ring while being pinned (newest now ",
+           latest_of(header_->latest.load()), ")");
     }
+  }
+}
+
+void WeightStore::unpin(int lease) {
+  PANGU_CHECK(lease >= 0 && lease < header_->max_leases && leases_[lease].pid.load() == getpid() &&
+                  leases_[lease].slot.load() >= 0,
+              Value, "lease: ", lease, " is not a pin held by this process");
+  drop_lease(lease);
+}
+
+int64_t WeightStore::pull(const std::vector<TensorView>& tensors, int64_t version, int64_t min_version,
+                          double timeout_s, uint8_t* flat_out) {
+  check_peer();
+  std::vector<Piece> pieces = make_pieces(*layout_, tensors, true, {});
+  if (version < 0 && min_version >= 0) wait_version(min_version, timeout_s);
+  for (;;) {
+    auto [lease, got] = pin(version, timeout_s);
+    int slot = leases_[lease].slot.load();
+    uint64_t seq = slots_[slot].seq.load();
     try {
       check_peer();
       copy_pieces(pieces, slot_data(slot), false);
@@ -570,7 +583,7 @@ int64_t WeightStore::pull(const std::vector<TensorView>& tensors, int64_t versio
     // against handing out a torn version.
     PANGU_CHECK(after == seq, Runtime, "internal error: ring slot ", slot, " was rewritten while pinned");
     check_peer();
-    return want;
+    if (got >= min_version) return got;
   }
 }
 

@@ -107,6 +107,12 @@ class WeightStore {
   int64_t pull(const std::vector<TensorView>& tensors, int64_t version, int64_t min_version, double timeout_s,
                uint8_t* flat_out = nullptr);
 
+  // Holds a version in the ring (the writer will not overwrite it) until unpin(); returns
+  // {lease, version}. version < 0 pins the newest. KeyError / TimeoutError like pull(). A process
+  // that dies holding a pin loses it at the writer's next look.
+  std::pair<int, int64_t> pin(int64_t version, double timeout_s);
+  void unpin(int lease);
+
   // Blocks until a version >= min_version exists; returns the newest. TimeoutError / PeerLost.
   int64_t wait_version(int64_t min_version, double timeout_s);
 
