@@ -88,7 +88,8 @@ class DistPublisherEndpoint:
         self.address = f"rank{config.src_rank}"
         self._buckets = _Buckets(dist, layout, config.src_rank)
         pin = self._buckets.device.type != "cpu"
-        self._staging = torch.empty(layout.total_bytes, dtype=torch.uint8, pin_memory=pin)
+        # Zero-filled: the alignment gaps between tensors are never written and must compare equal.
+        self._staging = torch.zeros(layout.total_bytes, dtype=torch.uint8, pin_memory=pin)
         self._sent = torch.zeros_like(self._staging) if config.changed_only else None
         self._sent_any = False
         self._version = -1
