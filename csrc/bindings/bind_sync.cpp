@@ -86,10 +86,11 @@ void bind(py::module_& m) {
 
   s.def(
       "flatten",
-      [](const FlatLayout& layout, const std::vector<TensorView>& tensors, const TensorView& out) {
-        flatten(layout, tensors, byte_buffer(out, layout.total_bytes(), "out", true));
+      [](const FlatLayout& layout, const std::vector<TensorView>& tensors, const TensorView& out,
+         const std::vector<int64_t>& buckets) {
+        flatten(layout, tensors, byte_buffer(out, layout.total_bytes(), "out", true), buckets);
       },
-      py::arg("layout"), py::arg("tensors"), py::arg("out"), Release());
+      py::arg("layout"), py::arg("tensors"), py::arg("out"), py::arg("buckets") = std::vector<int64_t>{}, Release());
   s.def(
       "unflatten",
       [](const FlatLayout& layout, const TensorView& flat, const std::vector<TensorView>& tensors,

@@ -143,8 +143,9 @@ FlatLayout::FlatLayout(std::vector<std::string> names, std::vector<DType> dtypes
   if (bucket >= 0) bucket_sizes_.push_back(total_bytes_ - bucket_start);
 }
 
-void flatten(const FlatLayout& layout, const std::vector<TensorView>& tensors, uint8_t* base) {
-  copy_pieces(make_pieces(layout, tensors, false, {}), base, true);
+void flatten(const FlatLayout& layout, const std::vector<TensorView>& tensors, uint8_t* base,
+             const std::vector<int64_t>& buckets) {
+  copy_pieces(make_pieces(layout, tensors, false, buckets), base, true);
 }
 
 void unflatten(const FlatLayout& layout, const uint8_t* base, const std::vector<TensorView>& tensors,

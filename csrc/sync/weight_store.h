@@ -68,8 +68,10 @@ class FlatLayout {
 // Copies tensors[i] into base + entries[i].offset, casting between float32/float16/bfloat16 when
 // the tensor's dtype differs from the stored one (round to nearest even). Work is split evenly by
 // bytes over pangu::num_threads(). Tensors must be contiguous CPU tensors with the entry's numel;
-// errors name the tensor. `base` must hold layout.total_bytes().
-void flatten(const FlatLayout& layout, const std::vector<TensorView>& tensors, uint8_t* base);
+// errors name the tensor. `base` must hold layout.total_bytes(). When `buckets` is non-empty only
+// the tensors of those buckets are copied (so a sender can overlap flattening with sending).
+void flatten(const FlatLayout& layout, const std::vector<TensorView>& tensors, uint8_t* base,
+             const std::vector<int64_t>& buckets = {});
 
 // The reverse: writes base + entries[i].offset into tensors[i] in place (writable, contiguous,
 // dtype equal to the stored one, or another float dtype to cast to). When `buckets` is non-empty

@@ -14,7 +14,7 @@ device buffer of one bucket's size. Waits use the process group's own timeout.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -42,7 +42,12 @@ def _comm_device(dist: Any) -> torch.device:
 
 
 class _Buckets:
-    """Moves buckets of a flat CPU buffer through the process group (staging on accelerators)."""
+    """Moves buckets of a flat CPU buffer through the process group.
+
+    On CPU (gloo) every bucket is an asynchronous broadcast, so several are in flight at once and
+    the sender flattens bucket b+1 while bucket b travels; the receiver unflattens each bucket as
+    soon as it lands. On accelerators each bucket passes through one device staging buffer.
+    """
 
     def __init__(self, dist: Any, layout: Any, src: int) -> None:
         self.dist, self.layout, self.src = dist, layout, src
@@ -50,19 +55,41 @@ class _Buckets:
         largest = max((layout.bucket_bytes(b) for b in range(layout.num_buckets)), default=0)
         self.stage = None if self.device.type == "cpu" else torch.empty(largest, dtype=torch.uint8, device=self.device)
 
-    def broadcast(self, flat: torch.Tensor, buckets: list[int]) -> None:
+    def _view(self, flat: torch.Tensor, b: int) -> torch.Tensor:
+        offset = self.layout.bucket_offset(b)
+        return flat[offset:offset + self.layout.bucket_bytes(b)]
+
+    def send(self, flat: torch.Tensor, buckets: list[int], fill: Callable[[int], None] | None = None) -> None:
+        """Broadcasts ``buckets`` of ``flat`` from the source; ``fill(b)`` writes bucket b first."""
+        if self.stage is not None:
+            for b in buckets:
+                if fill is not None:
+                    fill(b)
+                stage = self.stage[:self.layout.bucket_bytes(b)]
+                stage.copy_(self._view(flat, b))
+                self.dist.broadcast(stage, src=self.src)
+            return
+        works = []
         for b in buckets:
-            offset, size = self.layout.bucket_offset(b), self.layout.bucket_bytes(b)
-            view = flat[offset:offset + size]
-            if self.stage is None:
-                self.dist.broadcast(view, src=self.src)
-                continue
-            stage = self.stage[:size]
-            if self.dist.get_rank() == self.src:
-                stage.copy_(view, non_blocking=True)
-            self.dist.broadcast(stage, src=self.src)
-            if self.dist.get_rank() != self.src:
-                view.copy_(stage)
+            if fill is not None:
+                fill(b)
+            works.append(self.dist.broadcast(self._view(flat, b), src=self.src, async_op=True))
+        for work in works:
+            work.wait()
+
+    def receive(self, flat: torch.Tensor, buckets: list[int], landed: Callable[[int], None]) -> None:
+        """Receives ``buckets`` into ``flat``, calling ``landed(b)`` as each one completes."""
+        if self.stage is not None:
+            for b in buckets:
+                stage = self.stage[:self.layout.bucket_bytes(b)]
+                self.dist.broadcast(stage, src=self.src)
+                self._view(flat, b).copy_(stage)
+                landed(b)
+            return
+        works = [self.dist.broadcast(self._view(flat, b), src=self.src, async_op=True) for b in buckets]
+        for b, work in zip(buckets, works):
+            work.wait()
+            landed(b)
 
 
 def _control(dist: Any, values: list[int], src: int, device: torch.device) -> list[int]:
@@ -100,22 +127,29 @@ class DistPublisherEndpoint:
             version = self._version + 1
         if version <= self._version:
             raise ValueError(f"version: expected > {self._version} (the newest published), got {version}")
-        _sync.flatten(self.layout, tensors, self._staging)
         self._version = version
-        self._sync_point()
+        self._sync_point(tensors)
         return version
 
-    def _sync_point(self) -> None:
+    def _sync_point(self, tensors: list) -> None:
         dist, device = self._dist, self._buckets.device
+        n = self.layout.num_buckets
+        if self._sent is not None:
+            # Changed-only sends compare whole versions, so flatten first (skipped sends included:
+            # the next comparison is against what was last sent, not last published).
+            _sync.flatten(self.layout, tensors, self._staging)
         if not _need(dist, 0, device):
             return
-        n = self.layout.num_buckets
         if self._sent is not None and self._sent_any:
             mask = [int(c) for c in _sync.changed_buckets(self.layout, self._staging, self._sent)]
         else:
             mask = [1] * n
         _control(dist, [self._version, *mask], self.config.src_rank, device)
-        self._buckets.broadcast(self._staging, [b for b in range(n) if mask[b]])
+        buckets = [b for b in range(n) if mask[b]]
+        if self._sent is not None:
+            self._buckets.send(self._staging, buckets)
+        else:
+            self._buckets.send(self._staging, buckets, lambda b: _sync.flatten(self.layout, tensors, self._staging, [b]))
         if self._sent is not None:
             self._staging, self._sent = self._sent, self._staging
             self._sent_any = True
@@ -156,8 +190,7 @@ class DistSubscriberEndpoint:
             n = self.layout.num_buckets
             header = _control(dist, [0] * (n + 1), self.config.src_rank, device)
             changed = [b for b in range(n) if header[1 + b]]
-            self._buckets.broadcast(self._flat, changed)
-            _sync.unflatten(self.layout, self._flat, tensors, changed)
+            self._buckets.receive(self._flat, changed, lambda b: _sync.unflatten(self.layout, self._flat, tensors, [b]))
             self._version = header[0]
         if version >= 0 and self._version != version:
             raise KeyError(f"version: {version} is not available from the publisher (its newest is {self._version})")
