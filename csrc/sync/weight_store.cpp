@@ -39,7 +39,9 @@ void copy_pieces(const std::vector<Piece>& pieces, uint8_t* flat, bool to_flat) 
   for (size_t i = 0; i < pieces.size(); ++i) starts[i] = pieces[i].entry->offset;
   int64_t end_bytes = pieces.back().entry->offset + pieces.back().entry->nbytes;
   int64_t units = (end_bytes + kPage - 1) / kPage;
-  parallel_for(units, 64, [&](int64_t ub, int64_t ue) {
+  // At least 8 MiB per thread: smaller copies (one bucket being prepared while others travel)
+  // stay on the calling thread instead of waking a team that would compete with the transport.
+  parallel_for(units, 2048, [&](int64_t ub, int64_t ue) {
     int64_t lo = ub * kPage, hi = std::min(ue * kPage, end_bytes);
     size_t i = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), lo) - starts.begin());
     if (i > 0) --i;

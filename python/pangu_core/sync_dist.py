@@ -41,52 +41,66 @@ def _comm_device(dist: Any) -> torch.device:
     return torch.device("cpu")
 
 
-class _Buckets:
-    """Moves buckets of a flat CPU buffer through the process group.
+def _bytes_of(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous tensor's memory as a flat uint8 tensor (no copy)."""
+    return tensor.reshape(-1).view(torch.uint8)
 
-    On CPU (gloo) every bucket is an asynchronous broadcast, so several are in flight at once and
-    the sender flattens bucket b+1 while bucket b travels; the receiver unflattens each bucket as
-    soon as it lands. On accelerators each bucket passes through one device staging buffer.
+
+class _Buckets:
+    """Moves the buckets of a version through the process group.
+
+    A bucket that holds one tensor travels straight from the learner's tensor (when no cast is
+    needed) into the rollout rank's parameter: no flatten, no unflatten. Buckets of several small
+    tensors are coalesced in a flat CPU buffer. On CPU (gloo) every bucket is an asynchronous
+    broadcast, so several are in flight while the sender prepares the next and the receiver
+    unflattens the ones that landed. On accelerators each bucket passes through one device buffer.
     """
 
     def __init__(self, dist: Any, layout: Any, src: int) -> None:
         self.dist, self.layout, self.src = dist, layout, src
         self.device = _comm_device(dist)
-        largest = max((layout.bucket_bytes(b) for b in range(layout.num_buckets)), default=0)
+        self.members: list[list[int]] = [[] for _ in range(layout.num_buckets)]
+        entries = layout.entries()
+        for i, entry in enumerate(entries):
+            self.members[entry[5]].append(i)
+        # A single-tensor bucket carries exactly the tensor's bytes, so either end may use the
+        # tensor itself or the flat buffer without the other knowing.
+        self.sizes = [entries[m[0]][4] if len(m) == 1 else layout.bucket_bytes(b) for b, m in enumerate(self.members)]
+        largest = max(self.sizes, default=0)
         self.stage = None if self.device.type == "cpu" else torch.empty(largest, dtype=torch.uint8, device=self.device)
 
-    def _view(self, flat: torch.Tensor, b: int) -> torch.Tensor:
+    def flat_view(self, flat: torch.Tensor, b: int) -> torch.Tensor:
         offset = self.layout.bucket_offset(b)
-        return flat[offset:offset + self.layout.bucket_bytes(b)]
+        return flat[offset:offset + self.sizes[b]]
 
-    def send(self, flat: torch.Tensor, buckets: list[int], fill: Callable[[int], None] | None = None) -> None:
-        """Broadcasts ``buckets`` of ``flat`` from the source; ``fill(b)`` writes bucket b first."""
+    def single(self, b: int) -> int | None:
+        """The tensor index of a one-tensor bucket, else None."""
+        return self.members[b][0] if len(self.members[b]) == 1 else None
+
+    def send(self, buckets: list[int], view_of: Callable[[int], torch.Tensor]) -> None:
+        """Broadcasts ``buckets`` from the source; ``view_of(b)`` prepares and returns its bytes."""
+        buckets = [b for b in buckets if self.sizes[b] > 0]
         if self.stage is not None:
             for b in buckets:
-                if fill is not None:
-                    fill(b)
-                stage = self.stage[:self.layout.bucket_bytes(b)]
-                stage.copy_(self._view(flat, b))
+                stage = self.stage[:self.sizes[b]]
+                stage.copy_(view_of(b))
                 self.dist.broadcast(stage, src=self.src)
             return
-        works = []
-        for b in buckets:
-            if fill is not None:
-                fill(b)
-            works.append(self.dist.broadcast(self._view(flat, b), src=self.src, async_op=True))
+        works = [self.dist.broadcast(view_of(b), src=self.src, async_op=True) for b in buckets]
         for work in works:
             work.wait()
 
-    def receive(self, flat: torch.Tensor, buckets: list[int], landed: Callable[[int], None]) -> None:
-        """Receives ``buckets`` into ``flat``, calling ``landed(b)`` as each one completes."""
+    def receive(self, buckets: list[int], view_of: Callable[[int], torch.Tensor], landed: Callable[[int], None]) -> None:
+        """Receives ``buckets`` into ``view_of(b)``, calling ``landed(b)`` as each one completes."""
+        buckets = [b for b in buckets if self.sizes[b] > 0]
         if self.stage is not None:
             for b in buckets:
-                stage = self.stage[:self.layout.bucket_bytes(b)]
+                stage = self.stage[:self.sizes[b]]
                 self.dist.broadcast(stage, src=self.src)
-                self._view(flat, b).copy_(stage)
+                view_of(b).copy_(stage)
                 landed(b)
             return
-        works = [self.dist.broadcast(self._view(flat, b), src=self.src, async_op=True) for b in buckets]
+        works = [self.dist.broadcast(view_of(b), src=self.src, async_op=True) for b in buckets]
         for b, work in zip(buckets, works):
             work.wait()
             landed(b)
@@ -120,6 +134,7 @@ class DistPublisherEndpoint:
         self._sent = torch.zeros_like(self._staging) if config.changed_only else None
         self._sent_any = False
         self._version = -1
+        self._stored = [getattr(torch, entry[1]) for entry in layout.entries()]
         dist.broadcast_object_list([{"layout": layout_text, "bucket_bytes": config.bucket_bytes}], src=config.src_rank)
 
     def publish(self, tensors: list, version: int) -> int:
@@ -147,13 +162,20 @@ class DistPublisherEndpoint:
         _control(dist, [self._version, *mask], self.config.src_rank, device)
         buckets = [b for b in range(n) if mask[b]]
         if self._sent is not None:
-            self._buckets.send(self._staging, buckets)
+            self._buckets.send(buckets, lambda b: self._buckets.flat_view(self._staging, b))
         else:
-            self._buckets.send(self._staging, buckets, lambda b: _sync.flatten(self.layout, tensors, self._staging, [b]))
+            self._buckets.send(buckets, lambda b: self._prepare(tensors, b))
         if self._sent is not None:
             self._staging, self._sent = self._sent, self._staging
             self._sent_any = True
             # The next flatten overwrites every byte of the new staging buffer, so no copy here.
+
+    def _prepare(self, tensors: list, b: int) -> torch.Tensor:
+        single = self._buckets.single(b)
+        if single is not None and self._stored[single] == tensors[single].dtype:
+            return _bytes_of(tensors[single])  # sent in place: no copy
+        _sync.flatten(self.layout, tensors, self._staging, [b])
+        return self._buckets.flat_view(self._staging, b)
 
     def latest_version(self) -> int:
         return self._version
@@ -190,7 +212,19 @@ class DistSubscriberEndpoint:
             n = self.layout.num_buckets
             header = _control(dist, [0] * (n + 1), self.config.src_rank, device)
             changed = [b for b in range(n) if header[1 + b]]
-            self._buckets.receive(self._flat, changed, lambda b: _sync.unflatten(self.layout, self._flat, tensors, [b]))
+            buckets = self._buckets
+
+            def view_of(b: int) -> torch.Tensor:
+                single = buckets.single(b)
+                # Subscriber targets match the published dtype and are contiguous (checked at
+                # construction), so a one-tensor bucket lands directly in the parameter.
+                return _bytes_of(tensors[single]) if single is not None else buckets.flat_view(self._flat, b)
+
+            def landed(b: int) -> None:
+                if buckets.single(b) is None:
+                    _sync.unflatten(self.layout, self._flat, tensors, [b])
+
+            buckets.receive(changed, view_of, landed)
             self._version = header[0]
         if version >= 0 and self._version != version:
             raise KeyError(f"version: {version} is not available from the publisher (its newest is {self._version})")
