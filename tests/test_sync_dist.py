@@ -60,6 +60,22 @@ RANK = textwrap.dedent("""
         assert sub.pull(min_version=3) == 3; check(target, 3, "needed pull")
         got = sub.pull(min_version=4 if rank == 1 else 0)
         assert got == 4, got; check(target, 4, "pull needed by another rank")
+    # Second channel: bf16 source, no cast, every bucket sent: one-tensor buckets travel straight
+    # from the learner's tensors into the rollout parameters, small ones through the flat buffer.
+    plain = SyncConfig(transport="torch_distributed", bucket_mb=0.01, publish_dtype=None)
+    if rank == 0:
+        model = {k: v.bfloat16() for k, v in state(5).items()}
+        pub2 = Publisher(model, plain)
+        assert pub2.publish() == 0
+        model["embed"].add_(1.0)
+        assert pub2.publish() == 1
+    else:
+        target = {k: torch.zeros(s, dtype=torch.bfloat16) for k, s in shapes.items()}
+        sub2 = Subscriber(target, plain)
+        assert sub2.pull() == 0; check(target, 5, "in-place pull")
+        assert sub2.pull() == 1
+        if not torch.equal(target["embed"], state(5)["embed"].bfloat16() + 1.0):
+            raise SystemExit(f"rank {rank}: second in-place pull is wrong")
     dist.barrier()
     dist.destroy_process_group()
     print("OK", flush=True)
