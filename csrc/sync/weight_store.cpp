@@ -31,27 +31,33 @@ struct Piece {
   DType tensor_dtype;
 };
 
-// Copies every piece between the flat buffer and its tensor, split evenly by flat bytes over the
-// threads so that one huge tensor and many tiny ones both use every core.
+// Copies every piece between the flat buffer and its tensor, split evenly by bytes over the
+// threads so that one huge tensor and many tiny ones both use every core. The split runs over
+// the pieces' own bytes (each padded to 64), not over the flat buffer, so copying one small
+// bucket of a large layout stays on the calling thread.
 void copy_pieces(const std::vector<Piece>& pieces, uint8_t* flat, bool to_flat) {
   if (pieces.empty()) return;
   std::vector<int64_t> starts(pieces.size());
-  for (size_t i = 0; i < pieces.size(); ++i) starts[i] = pieces[i].entry->offset;
-  int64_t end_bytes = pieces.back().entry->offset + pieces.back().entry->nbytes;
-  int64_t units = (end_bytes + kPage - 1) / kPage;
-  // At least 8 MiB per thread: smaller copies (one bucket being prepared while others travel)
-  // stay on the calling thread instead of waking a team that would compete with the transport.
+  int64_t work = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    starts[i] = work;
+    work += round_up(pieces[i].entry->nbytes, kAlign);
+  }
+  int64_t units = (work + kPage - 1) / kPage;
+  // At least 8 MiB per thread: smaller copies (a bucket prepared while others travel) do not wake
+  // a thread team that would compete with the transport for the cores.
   parallel_for(units, 2048, [&](int64_t ub, int64_t ue) {
-    int64_t lo = ub * kPage, hi = std::min(ue * kPage, end_bytes);
+    int64_t lo = ub * kPage, hi = std::min(ue * kPage, work);
     size_t i = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), lo) - starts.begin());
     if (i > 0) --i;
     for (; i < pieces.size() && starts[i] < hi; ++i) {
       const FlatLayout::Entry& e = *pieces[i].entry;
-      int64_t a = std::max(lo, e.offset), b = std::min(hi, e.offset + e.nbytes);
+      // Local byte range of this piece; multiples of 64 or the piece's end, so whole elements.
+      int64_t a = std::max<int64_t>(lo - starts[i], 0), b = std::min<int64_t>(hi - starts[i], e.nbytes);
       if (a >= b) continue;
       int64_t flat_size = dtype_size(e.dtype), tensor_size = dtype_size(pieces[i].tensor_dtype);
-      int64_t first = (a - e.offset) / flat_size, count = (b - a) / flat_size;
-      uint8_t* f = flat + a;
+      int64_t first = a / flat_size, count = (b - a) / flat_size;
+      uint8_t* f = flat + e.offset + a;
       uint8_t* t = pieces[i].tensor + first * tensor_size;
       if (pieces[i].tensor_dtype == e.dtype) {
         if (to_flat) std::memcpy(f, t, static_cast<size_t>(b - a));
