@@ -11,6 +11,8 @@ SSPClock::SSPClock(int64_t staleness, double heartbeat_timeout_s)
   PANGU_CHECK(staleness >= 0, Value, "staleness: expected >= 0, got ", staleness);
 }
 
+SSPClock::~SSPClock() { std::lock_guard<std::mutex> lock(mutex_); }
+
 int64_t SSPClock::min_clock_locked() const {
   int64_t m = -1;
   for (const auto& [id, w] : live_) m = (m < 0 || w.clock < m) ? w.clock : m;

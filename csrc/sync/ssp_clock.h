@@ -40,6 +40,8 @@ class SSPClock {
  public:
   // staleness >= 0; heartbeat_timeout_s > 0, or <= 0 to disable heartbeat expiry.
   SSPClock(int64_t staleness, double heartbeat_timeout_s);
+  // Takes the lock once so that destruction is ordered after every other thread's last call.
+  ~SSPClock();
 
   int64_t staleness() const { return staleness_; }
 

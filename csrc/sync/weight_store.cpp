@@ -357,6 +357,12 @@ std::shared_ptr<WeightStore> WeightStore::open_shared(const std::string& name) {
 }
 
 WeightStore::~WeightStore() {
+  // Acquire what every reader released last (its lease) so that freeing the ring is ordered
+  // after all of their copies, also for tools that cannot see the caller's own synchronisation.
+  if (header_ && leases_) {
+    for (int i = 0; i < header_->max_leases; ++i) (void)leases_[i].pid.load(std::memory_order_acquire);
+  }
+  { std::lock_guard<std::mutex> lock(publish_mutex_); }
   close();
   segment_.close();
   std::free(heap_block_);
@@ -587,11 +593,14 @@ int64_t WeightStore::pull(const std::vector<TensorView>& tensors, int64_t versio
       throw;
     }
     uint64_t after = slots_[slot].seq.load();
-    drop_lease(lease);
+    bool peer_ok = header_->closed.load() == 0;
+    if (peer_ok && !owner_) peer_ok = process_alive(header_->owner_pid, header_->owner_start);
+    drop_lease(lease);  // the last touch of the store's memory in this call
     // Generation check: the lease protocol makes this unreachable; it is the last line of defence
     // against handing out a torn version.
     PANGU_CHECK(after == seq, Runtime, "internal error: ring slot ", slot, " was rewritten while pinned");
-    check_peer();
+    if (!peer_ok) check_peer();
+    PANGU_CHECK(peer_ok, PeerLost, "weight store '", segment_.name(), "': the publisher went away during the copy");
     if (got >= min_version) return got;
   }
 }
