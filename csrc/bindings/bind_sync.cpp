@@ -122,7 +122,13 @@ void bind(py::module_& m) {
           },
           py::arg("tensors"), py::arg("version"), py::arg("min_version"), py::arg("timeout_s"),
           py::arg("flat_out") = std::nullopt, Release())
-      .def("pin", &WeightStore::pin, py::arg("version"), py::arg("timeout_s"), Release())
+      .def(
+          "pin",
+          [](WeightStore& w, int64_t version, double timeout_s) {
+            WeightStore::Pin p = w.pin(version, timeout_s);
+            return std::make_pair(p.lease, p.version);
+          },
+          py::arg("version"), py::arg("timeout_s"), Release())
       .def("unpin", &WeightStore::unpin, py::arg("lease"))
       .def("wait_version", &WeightStore::wait_version, py::arg("min_version"), py::arg("timeout_s"), Release())
       .def("latest_version", &WeightStore::latest_version)

@@ -197,6 +197,7 @@ struct WeightStore::Header {
 struct WeightStore::Slot {
   alignas(64) std::atomic<uint64_t> seq;  // odd while the writer fills the slot
   std::atomic<int64_t> version;
+  std::atomic<uint32_t> claimed;          // the writer is looking at (or filling) the slot
 };
 
 struct WeightStore::Lease {
@@ -321,6 +322,7 @@ void WeightStore::init_owner(const FlatLayout& layout, int slots, const std::str
   for (int i = 0; i < slots; ++i) {
     slots_[i].seq.store(0);
     slots_[i].version.store(-1);
+    slots_[i].claimed.store(0);
   }
   for (int i = 0; i < max_leases; ++i) {
     leases_[i].pid.store(0);
@@ -491,10 +493,9 @@ int64_t WeightStore::publish(const std::vector<TensorView>& tensors, int64_t ver
     for (int k = 1; k <= n && chosen < 0; ++k) {
       int s = ((keep < 0 ? 0 : keep) + k) % n;
       if (s == keep) continue;
-      uint64_t seq = slots_[s].seq.load();
-      slots_[s].seq.store(seq + 1);  // odd: readers that lease from now on back off
+      slots_[s].claimed.store(1);  // readers that lease from now on back off
       if (slot_leased(s)) {
-        slots_[s].seq.store(seq);  // untouched: restore so its version stays readable
+        slots_[s].claimed.store(0);  // untouched: its version stays readable
       } else {
         chosen = s;
       }
@@ -504,10 +505,20 @@ int64_t WeightStore::publish(const std::vector<TensorView>& tensors, int64_t ver
                 n - 1, " of ", n, ") stayed pinned by readers for ", timeout_s, " s");
     backoff(round);
   }
+  uint64_t seq = slots_[chosen].seq.load();
+  slots_[chosen].seq.store(seq + 1);
   slots_[chosen].version.store(version);
-  copy_pieces(pieces, slot_data(chosen), true);
-  slots_[chosen].seq.store(slots_[chosen].seq.load() + 1);
+  try {
+    copy_pieces(pieces, slot_data(chosen), true);
+  } catch (...) {
+    slots_[chosen].version.store(-1);  // half written: never readable
+    slots_[chosen].seq.store(seq + 2);
+    slots_[chosen].claimed.store(0);
+    throw;
+  }
+  slots_[chosen].seq.store(seq + 2);
   header_->latest.store(pack_latest(version, chosen));
+  slots_[chosen].claimed.store(0);
   return version;
 }
 
@@ -522,7 +533,7 @@ int64_t WeightStore::wait_version(int64_t min_version, double timeout_s) {
   }
 }
 
-std::pair<int, int64_t> WeightStore::pin(int64_t version, double timeout_s) {
+WeightStore::Pin WeightStore::pin(int64_t version, double timeout_s) {
   check_peer();
   auto start = std::chrono::steady_clock::now();
   for (int round = 0;; backoff(round)) {
@@ -556,11 +567,12 @@ std::pair<int, int64_t> WeightStore::pin(int64_t version, double timeout_s) {
                   " reader leases stayed taken for ", timeout_s, " s");
       continue;
     }
+    bool claimed = slots_[slot].claimed.load() != 0;
     uint64_t seq = slots_[slot].seq.load();
-    if (seq % 2 == 0 && slots_[slot].version.load() == want) return {lease, want};
+    if (!claimed && seq % 2 == 0 && slots_[slot].version.load() == want) return {lease, want, seq};
     // The writer claimed the slot first (or moved on): try again with what is newest now.
     drop_lease(lease);
-    if (version >= 0 && seq % 2 == 0) {
+    if (version >= 0 && !claimed && seq % 2 == 0) {
       check_peer();
       fail(ErrorKind::Key, "version: ", version, " left the ring while being pinned (newest now ",
            latest_of(header_->latest.load()), ")");
@@ -581,9 +593,8 @@ int64_t WeightStore::pull(const std::vector<TensorView>& tensors, int64_t versio
   std::vector<Piece> pieces = make_pieces(*layout_, tensors, true, {});
   if (version < 0 && min_version >= 0) wait_version(min_version, timeout_s);
   for (;;) {
-    auto [lease, got] = pin(version, timeout_s);
+    auto [lease, got, seq] = pin(version, timeout_s);
     int slot = leases_[lease].slot.load();
-    uint64_t seq = slots_[slot].seq.load();
     try {
       check_peer();
       copy_pieces(pieces, slot_data(slot), false);

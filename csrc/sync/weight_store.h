@@ -6,12 +6,14 @@
 //
 // Consistency (a torn version is never seen):
 //   - one writer (the publisher) per store; readers are any number of threads and processes;
-//   - every ring slot has a sequence number, odd while the writer fills it (a seqlock);
+//   - every ring slot has a sequence number, odd while the writer fills it (a seqlock), and a
+//     claim flag the writer raises before it looks at the slot;
 //   - a reader pins the slot it copies from with a lease (the per-slot reference count is the
-//     number of leases naming the slot). The writer marks a slot odd, then scans the leases; the
-//     reader takes a lease, then reads the sequence number. Both use sequentially consistent
-//     atomics, so either the writer sees the lease (and picks another slot or waits) or the reader
-//     sees the odd number (and retries): a pinned, even slot is never written;
+//     number of leases naming the slot). The writer claims a slot, then scans the leases; the
+//     reader takes a lease, then reads the claim. Both use sequentially consistent atomics, so
+//     either the writer sees the lease (drops the claim, picks another slot or waits) or the
+//     reader sees the claim (and retries): a pinned slot is never written, and the sequence
+//     number changes only when a slot really is rewritten;
 //   - after the copy the reader checks that the sequence number did not change (generation check);
 //   - leases of dead processes are reclaimed by the writer, so a crashed reader never blocks it.
 //   The newest version is never overwritten, so the writer always has a free slot unless readers
@@ -112,7 +114,12 @@ class WeightStore {
   // Holds a version in the ring (the writer will not overwrite it) until unpin(); returns
   // {lease, version}. version < 0 pins the newest. KeyError / TimeoutError like pull(). A process
   // that dies holding a pin loses it at the writer's next look.
-  std::pair<int, int64_t> pin(int64_t version, double timeout_s);
+  struct Pin {
+    int lease;
+    int64_t version;
+    uint64_t seq;  // the slot's sequence number when pinned (for the generation check)
+  };
+  Pin pin(int64_t version, double timeout_s);
   void unpin(int lease);
 
   // Blocks until a version >= min_version exists; returns the newest. TimeoutError / PeerLost.
