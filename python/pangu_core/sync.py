@@ -434,7 +434,7 @@ class Subscriber:
 class SSPClock:
     """Stale synchronous parallel clock: per-worker clocks, the learner's version, bound s.
 
-    Invariants: no live worker is more than ``staleness`` iterations ahead of the slowest
+    Invariants: no live worker works more than ``staleness`` iterations ahead of the slowest
     (:meth:`tick` waits), and a reader at clock c gets a version >= c - s - 1
     (:meth:`wait_version` waits). Workers join and leave at run time; one silent for more than
     ``heartbeat_timeout_s`` (or declared dead) stops holding the others back. Every wait has a
@@ -492,8 +492,13 @@ class SSPClock:
         return list(self._clock.reap())
 
     def tick(self, worker_id: int, timeout_s: float | None = None) -> int:
-        """Ends the worker's iteration, waiting while it is s ahead of the slowest; returns its clock."""
+        """Counts the worker's finished iteration, then waits while it is more than s ahead of the
+        slowest live worker; returns its clock. On TimeoutError the iteration still counts."""
         return int(self._clock.tick(self._id(worker_id), self._timeout(timeout_s)))
+
+    def wait_turn(self, worker_id: int, timeout_s: float | None = None) -> int:
+        """Waits (without counting an iteration) until the worker is within s of the slowest."""
+        return int(self._clock.wait_turn(self._id(worker_id), self._timeout(timeout_s)))
 
     def wait_version(self, worker_id: int, timeout_s: float | None = None) -> int:
         """Waits until the learner's version >= clock - s - 1; returns the learner's version."""
