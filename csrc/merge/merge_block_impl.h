@@ -1,0 +1,77 @@
+// Block routines of the merge kernels, written once as plain loops and compiled once per ISA file
+// (merge_kernels.cpp, merge_kernels_avx2.cpp, merge_kernels_avx512.cpp) so the compiler vectorises
+// them at that width. Only float adds/multiplies in a fixed
+// order per element, so every path gives the same bits (no FMA contraction: see the ISA files).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+// Anonymous namespace: each ISA file gets its own copy (no ODR merge across different flags).
+namespace pangu::merge {
+namespace {
+namespace block_impl {
+
+inline int64_t count_nonfinite(const float* x, int64_t len) {
+  int64_t bad = 0;
+  for (int64_t j = 0; j < len; ++j) bad += !std::isfinite(x[j]);
+  return bad;
+}
+
+inline void subtract(const float* model, const float* base, int64_t len, float* delta) {
+  if (base == nullptr) {
+    for (int64_t j = 0; j < len; ++j) delta[j] = model[j];
+    return;
+  }
+  for (int64_t j = 0; j < len; ++j) delta[j] = model[j] - base[j];
+}
+
+inline int64_t blend(const float* a, const float* b, float ca, float cb, int64_t len, float* out) {
+  for (int64_t j = 0; j < len; ++j) out[j] = ca * a[j] + cb * b[j];
+  return count_nonfinite(out, len);
+}
+
+inline int64_t combine(const float* base, float* const* deltas, const double* weights, int models, int64_t len,
+                       bool sign_consensus, bool normalize, float lambda, float* out) {
+  // Weighted deltas in place: v_i = w_i * d_i.
+  for (int i = 0; i < models; ++i) {
+    float w = static_cast<float>(weights[i]);
+    float* d = deltas[i];
+    for (int64_t j = 0; j < len; ++j) d[j] = w * d[j];
+  }
+  if (!sign_consensus) {
+    float divisor = 0.0f;
+    for (int i = 0; i < models; ++i) divisor += static_cast<float>(weights[i]);
+    float scale = lambda;
+    if (normalize) scale = std::fabs(divisor) < 1e-8f ? lambda : lambda / divisor;
+    for (int64_t j = 0; j < len; ++j) {
+      float mixed = 0.0f;
+      for (int i = 0; i < models; ++i) mixed += deltas[i][j];
+      out[j] = mixed * scale;
+    }
+  } else {
+    for (int64_t j = 0; j < len; ++j) {
+      float total = 0.0f;
+      for (int i = 0; i < models; ++i) total += deltas[i][j];
+      float elected = total >= 0.0f ? 1.0f : -1.0f;
+      float mixed = 0.0f, divisor = 0.0f;
+      for (int i = 0; i < models; ++i) {
+        float v = deltas[i][j];
+        float sign = v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f);
+        float agree = sign == elected ? 1.0f : 0.0f;
+        mixed += agree * v;
+        divisor += agree * static_cast<float>(weights[i]);
+      }
+      if (normalize) mixed = std::fabs(divisor) < 1e-8f ? mixed : mixed / divisor;
+      out[j] = mixed * lambda;
+    }
+  }
+  if (base != nullptr) {
+    for (int64_t j = 0; j < len; ++j) out[j] = base[j] + out[j];
+  }
+  return count_nonfinite(out, len);
+}
+
+}  // namespace block_impl
+}  // namespace
+}  // namespace pangu::merge
