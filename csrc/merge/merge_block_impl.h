@@ -26,6 +26,33 @@ inline void subtract(const float* model, const float* base, int64_t len, float* 
   for (int64_t j = 0; j < len; ++j) delta[j] = model[j] - base[j];
 }
 
+inline uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// DARE: keeps d[j] / density where the element's draw u < density, else 0. The draw is 24 bits of
+// mix64(key ^ index), converted exactly (it fits in an int32).
+inline void drop(float* d, int64_t len, uint64_t key, uint64_t first_index, float density) {
+  for (int64_t j = 0; j < len; ++j) {
+    uint64_t h = mix64(key ^ (first_index + static_cast<uint64_t>(j)));
+    float u = static_cast<float>(static_cast<int32_t>(h >> 40)) * (1.0f / 16777216.0f);
+    d[j] = u < density ? d[j] / density : 0.0f;
+  }
+}
+
+// TIES trim: zeroes entries whose |d| bit pattern is below `threshold` (or equal, unless keep_equal).
+inline void trim(float* d, int64_t len, uint32_t threshold, bool keep_equal) {
+  uint32_t limit = keep_equal ? threshold : threshold + 1;
+  for (int64_t j = 0; j < len; ++j) {
+    uint32_t bits;
+    __builtin_memcpy(&bits, &d[j], 4);
+    d[j] = (bits & 0x7fffffffu) >= limit ? d[j] : 0.0f;
+  }
+}
+
 inline int64_t blend(const float* a, const float* b, float ca, float cb, int64_t len, float* out) {
   for (int64_t j = 0; j < len; ++j) out[j] = ca * a[j] + cb * b[j];
   return count_nonfinite(out, len);

@@ -14,7 +14,8 @@
 namespace pangu::merge {
 
 namespace scalar {
-const BlockKernels kBlockKernels{block_impl::combine, block_impl::subtract, block_impl::blend};
+const BlockKernels kBlockKernels{block_impl::combine, block_impl::subtract, block_impl::drop, block_impl::trim,
+                                    block_impl::blend};
 }
 
 const BlockKernels& block_kernels() {
@@ -30,19 +31,14 @@ namespace {
 
 constexpr int64_t kGrainBlocks = 16;  // at least 64K elements per thread task
 
-inline uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+using block_impl::mix64;
 
 inline uint64_t dare_key(uint64_t seed, uint64_t tensor_id, uint64_t model) {
   return mix64(mix64(mix64(seed) ^ tensor_id) ^ model);
 }
 
 inline float uniform_from_key(uint64_t key, uint64_t index) {
-  return static_cast<float>(mix64(key ^ index) >> 40) * (1.0f / 16777216.0f);
+  return static_cast<float>(static_cast<int32_t>(mix64(key ^ index) >> 40)) * (1.0f / 16777216.0f);
 }
 
 void check_float_input(const TensorView& t, const std::string& arg, int64_t numel) {
@@ -155,19 +151,28 @@ TrimPlan plan_trim(const TensorView* base, const TensorView& model, double densi
   return plan;
 }
 
-void apply_trim(const TrimPlan& plan, int64_t block, float* d, int64_t len) {
+void apply_trim(const TrimPlan& plan, int64_t block, float* d, int64_t len, const BlockKernels& kernels) {
   if (plan.keep_all) return;
   if (plan.keep_none) {
     std::fill(d, d + len, 0.0f);
     return;
   }
-  int64_t rank = plan.all_ties ? 0 : plan.ties_before[static_cast<size_t>(block)];
-  for (int64_t j = 0; j < len; ++j) {
-    uint32_t bits = magnitude_bits(d[j]);
-    bool keep = bits > plan.threshold;
-    if (bits == plan.threshold) keep = plan.all_ties || rank++ < plan.ties_kept;
-    if (!keep) d[j] = 0.0f;
+  if (plan.all_ties) {
+    kernels.trim(d, len, plan.threshold, true);
+    return;
   }
+  // Only the first ties_kept entries equal to the threshold (in index order) survive: note them,
+  // trim strictly, then put them back.
+  int64_t rank = plan.ties_before[static_cast<size_t>(block)];
+  std::vector<std::pair<int64_t, float>> kept;
+  for (int64_t j = 0; j < len && rank < plan.ties_kept; ++j) {
+    if (magnitude_bits(d[j]) == plan.threshold) {
+      kept.emplace_back(j, d[j]);
+      ++rank;
+    }
+  }
+  kernels.trim(d, len, plan.threshold, false);
+  for (const auto& [j, value] : kept) d[j] = value;
 }
 
 }  // namespace
@@ -278,17 +283,13 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
         load_as_f32(element_ptr(m, start), m.dtype, fm.data(), static_cast<size_t>(len));
         kernels.subtract(fm.data(), base_block, len, d);
         if (options.sparsify == Sparsify::Magnitude) {
-          apply_trim(trims[static_cast<size_t>(i)], b, d, len);
+          apply_trim(trims[static_cast<size_t>(i)], b, d, len, kernels);
         } else if (options.sparsify == Sparsify::Random) {
           float density = static_cast<float>(options.densities[static_cast<size_t>(i)]);
-          uint64_t key = keys[static_cast<size_t>(i)];
           if (density <= 0.0f) {
             std::fill(d, d + len, 0.0f);
           } else if (density < 1.0f) {
-            for (int64_t j = 0; j < len; ++j) {
-              float u = uniform_from_key(key, static_cast<uint64_t>(start + j));
-              d[j] = u < density ? d[j] / density : 0.0f;
-            }
+            kernels.drop(d, len, keys[static_cast<size_t>(i)], static_cast<uint64_t>(start), density);
           }
         }
       }

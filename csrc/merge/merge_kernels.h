@@ -73,6 +73,10 @@ struct BlockKernels {
                      bool sign_consensus, bool normalize, float lambda, float* out);
   // deltas[j] = model[j] - base[j] (base may be null: copy).
   void (*subtract)(const float* model, const float* base, int64_t len, float* delta);
+  // DARE drop and rescale of one block whose first element has global index first_index.
+  void (*drop)(float* delta, int64_t len, uint64_t key, uint64_t first_index, float density);
+  // Zeroes entries with |delta| below the threshold bit pattern (equal ones too unless keep_equal).
+  void (*trim)(float* delta, int64_t len, uint32_t threshold, bool keep_equal);
   // out[j] = ca * a[j] + cb * b[j]; returns non-finite count.
   int64_t (*blend)(const float* a, const float* b, float ca, float cb, int64_t len, float* out);
 };

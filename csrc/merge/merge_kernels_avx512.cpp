@@ -5,5 +5,6 @@
 #include "merge/merge_kernels.h"
 
 namespace pangu::merge::avx512 {
-const BlockKernels kBlockKernels{block_impl::combine, block_impl::subtract, block_impl::blend};
+const BlockKernels kBlockKernels{block_impl::combine, block_impl::subtract, block_impl::drop, block_impl::trim,
+                                    block_impl::blend};
 }  // namespace pangu::merge::avx512
