@@ -332,3 +332,13 @@ def test_state_dict_inputs_not_modified():
     before = [m.clone() for m in models]
     merge_tensor("ties", models, base=base, densities=[0.5, 0.5])
     assert all(torch.equal(a, b) for a, b in zip(before, models))
+
+
+# When one magnitude covers every entry, exactly k entries are kept, lowest indices first among ties.
+def test_ties_exact_k_with_massive_ties():
+    n = (2 << 20) + 3
+    model = torch.where(torch.arange(n) % 3 == 0, -1.0, 1.0)
+    out = merge_tensor("ties", [model], base=torch.zeros(n), densities=[0.4], out_dtype=torch.float32)
+    k = int(np.floor(0.4 * n))
+    assert int((out != 0).sum()) == k
+    assert bool((out[:k] != 0).all()) and bool((out[k:] == 0).all())

@@ -12,6 +12,8 @@ namespace pangu::merge {
 namespace {
 namespace block_impl {
 
+constexpr int64_t kBlockMax = 4096;  // = kBlock in merge_kernels.h; combine's scratch lives on the stack
+
 inline int64_t count_nonfinite(const float* x, int64_t len) {
   int64_t bad = 0;
   for (int64_t j = 0; j < len; ++j) bad += !std::isfinite(x[j]);
@@ -77,20 +79,30 @@ inline int64_t combine(const float* base, float* const* deltas, const double* we
       out[j] = mixed * scale;
     }
   } else {
-    for (int64_t j = 0; j < len; ++j) {
-      float total = 0.0f;
-      for (int i = 0; i < models; ++i) total += deltas[i][j];
-      float elected = total >= 0.0f ? 1.0f : -1.0f;
-      float mixed = 0.0f, divisor = 0.0f;
-      for (int i = 0; i < models; ++i) {
-        float v = deltas[i][j];
-        float sign = v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f);
-        float agree = sign == elected ? 1.0f : 0.0f;
-        mixed += agree * v;
-        divisor += agree * static_cast<float>(weights[i]);
+    // Model-outer loops over the block so each runs as straight vector code; the per-element sums
+    // still add the models in index order, as the reference does.
+    float total[kBlockMax], mixed[kBlockMax], divisor[kBlockMax];
+    for (int64_t j = 0; j < len; ++j) total[j] = 0.0f, mixed[j] = 0.0f, divisor[j] = 0.0f;
+    for (int i = 0; i < models; ++i) {
+      const float* v = deltas[i];
+      for (int64_t j = 0; j < len; ++j) total[j] += v[j];
+    }
+    for (int64_t j = 0; j < len; ++j) total[j] = total[j] >= 0.0f ? 1.0f : -1.0f;  // the elected sign
+    for (int i = 0; i < models; ++i) {
+      const float* __restrict v = deltas[i];
+      float w = static_cast<float>(weights[i]);
+      for (int64_t j = 0; j < len; ++j) {
+        // v * sign is exactly +-v, so its sign says whether v agrees (zero never does). Selects, not
+        // branches: half of them would be mispredicted.
+        float agree = v[j] * total[j] > 0.0f ? 1.0f : 0.0f;
+        mixed[j] += agree * v[j];
+        divisor[j] += agree * w;
       }
-      if (normalize) mixed = std::fabs(divisor) < 1e-8f ? mixed : mixed / divisor;
-      out[j] = mixed * lambda;
+    }
+    for (int64_t j = 0; j < len; ++j) {
+      float m = mixed[j];
+      if (normalize) m = std::fabs(divisor[j]) < 1e-8f ? m : m / divisor[j];
+      out[j] = m * lambda;
     }
   }
   if (base != nullptr) {

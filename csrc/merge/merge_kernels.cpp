@@ -13,6 +13,8 @@
 
 namespace pangu::merge {
 
+static_assert(kBlock == block_impl::kBlockMax, "combine's stack scratch must hold one block");
+
 namespace scalar {
 const BlockKernels kBlockKernels{block_impl::combine, block_impl::subtract, block_impl::drop, block_impl::trim,
                                     block_impl::blend};

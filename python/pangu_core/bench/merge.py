@@ -71,7 +71,7 @@ def _torch_ties(base: dict[str, torch.Tensor], models: list[dict[str, torch.Tens
 def _inmem_cases(quick: bool, ceiling: float) -> list[dict[str, Any]]:
     from pangu_core.merge import MergeConfig, ModelSpec, merge_one
 
-    size = (8 << 20) if quick else (256 << 20)
+    size = (4 << 20) if quick else (256 << 20)
     dicts = _state_dicts(size, N_MODELS)
     base, models = dicts[0], dicts[1:]
     names = {f"m{i}": m for i, m in enumerate(models)} | {"base": base}
@@ -282,7 +282,7 @@ def _file_cases(quick: bool) -> list[dict[str, Any]]:
             kinds = ["ours"] + ([] if missing else ["mergekit"])
             # quick: the inputs were just written, so the page cache is warm already
             runs = {kind: _child(kind, str(config_path), str(root / f"out_{kind}"), repeats, 0 if quick else 1,
-                                 60.0 if quick else 600.0) for kind in kinds}
+                                 10.0 if quick else 300.0) for kind in kinds}
             ours_s = statistics.median(runs["ours"]["seconds"])
             ours_rss = runs["ours"]["peak_rss_mb"]
             extra: dict[str, Any] = {"checkpoint_mb": in_bytes / 2**20, "inputs": len(paths) - (method == "linear"),
