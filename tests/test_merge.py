@@ -181,6 +181,7 @@ def test_dare_drop_rate_and_rescale():
 
 
 # DARE results are bit-identical for every thread count and ISA path (counter-based draws, fixed blocks).
+@pytest.mark.sanitize
 @pytest.mark.parametrize("method", ["dare_ties", "ties", "linear"])
 def test_bit_identical_across_threads_and_isas(method):
     base, models = _inputs((1000, 301), [torch.bfloat16] * 3, seed=9)
