@@ -450,7 +450,12 @@ def tensor_id_of(name: str) -> int:
 
 def merge_one(config: MergeConfig, name: str, tensors: Mapping[str, torch.Tensor],
               out: torch.Tensor | None = None) -> torch.Tensor:
-    """Merges tensor ``name`` given each source's copy (keyed by model path/name) under ``config``."""
+    """Merges tensor ``name`` given each source's copy (keyed by model path/name) under ``config``.
+
+    Tensors matched by a copy rule come unchanged from their source; tensors that are not
+    float32/float16/bfloat16 (integer buffers, float64) come unchanged from the base (or the first
+    model). Writes into ``out`` when given.
+    """
     source = config.copy_source(name)
     dtype = DTYPES[config.dtype] if config.dtype else None
     reference = tensors[config.base_model] if config.base_model else tensors[config.models[0].model]
