@@ -86,6 +86,8 @@ def test_accuracy_and_tokens_per_mode_and_level(tokenizer, tmp_path):
         assert result["tokens"]["slow"][level] == pytest.approx(expected)
         assert result["count"]["slow"][level] == len(group)
     assert result["tokens"]["fast"]["5"] < result["tokens"]["slow"]["5"] / 5
+    level1 = [t.reference for t in tasks if t.difficulty == 1]
+    assert result["constant_answer_accuracy"]["1"] == max(level1.count(r) for r in level1) / len(level1)
     json_path, png_path = write_report(result, tmp_path)
     assert json.loads(json_path.read_text())["accuracy"] == result["accuracy"]
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

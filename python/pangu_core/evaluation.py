@@ -128,8 +128,8 @@ def evaluate_model(model, tokenizer, tasks: Sequence[Task], config: EvalConfig =
     """Accuracy and mean generated tokens (eos included) per mode and difficulty, plus pass@k when sampling.
 
     Returns ``{"accuracy": {mode: {level: float}}, "tokens": {...}, "count": {...},
-    "pass_at_k": {mode: {level: {k: float}}} (when sampling), "examples": {mode: [...]}}``; levels
-    are string keys ("1".."5").
+    "constant_answer_accuracy": {level: float}, "pass_at_k": {mode: {level: {k: float}}} (when
+    sampling), "examples": {mode: [...]}}``; levels are string keys ("1".."5").
     """
     if not isinstance(config, EvalConfig):
         raise TypeError(f"config: expected EvalConfig, got {type(config).__name__}")
@@ -186,6 +186,12 @@ def evaluate_model(model, tokenizer, tasks: Sequence[Task], config: EvalConfig =
         "tokens": {m: levels(tokens, m, count) for m in config.modes},
         "count": {m: dict(sorted(count[m].items(), key=lambda kv: int(kv[0]))) for m in config.modes},
     }
+    # What always answering the most common reference of a level would score: the floor to beat.
+    references: dict = defaultdict(lambda: defaultdict(int))
+    for task in tasks:
+        references[str(task.difficulty)][task.reference] += 1
+    result["constant_answer_accuracy"] = {lv: max(refs.values()) / sum(refs.values())
+                                          for lv, refs in sorted(references.items(), key=lambda kv: int(kv[0]))}
     if config.samples_per_prompt:
         result["pass_at_k"] = {m: {lv: {k: sum(v) / len(v) for k, v in passes[m][lv].items()}
                                    for lv in sorted(passes[m], key=int)} for m in config.modes}
