@@ -164,7 +164,11 @@ class TrainLog:
 
 
 class SFTTrainer:
-    """Trains ``model`` on ``examples``; see the module docstring for what is saved and resumed."""
+    """Trains ``model`` on ``examples``; see the module docstring for what is saved and resumed.
+
+    Construction seeds torch's and Python's global generators with ``config.seed`` (the run owns
+    them: dropout or sampling inside the model must replay on resume).
+    """
 
     def __init__(self, model, tokenizer, examples: Sequence[SFTExample], config: SFTConfig = SFTConfig()):
         if not isinstance(config, SFTConfig):
