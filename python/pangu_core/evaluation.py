@@ -218,7 +218,9 @@ def write_report(result: dict[str, Any], directory: str | Path, stem: str = "eva
         right.plot([int(k) for k in keys], [tokens[k] for k in keys], marker="o", label=mode)
     left.set(xlabel="difficulty level", ylabel="accuracy (greedy)", ylim=(-0.02, 1.02), title="accuracy by difficulty")
     right.set(xlabel="difficulty level", ylabel="mean generated tokens", title="tokens by difficulty")
+    levels = sorted({int(k) for by_level in result["accuracy"].values() for k in by_level})
     for axis in (left, right):
+        axis.set_xticks(levels)
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
