@@ -1,0 +1,180 @@
+"""`pangu-core sft`: train the tiny Pangu model from scratch on the generated tasks, then evaluate it.
+
+The run: generate train and test problems, write the teacher's answers (slow or fast, the mode
+given by the tag on each prompt), build the character tokenizer, train with :mod:`.sft`, save the
+checkpoint to ``OUT/checkpoint`` and write ``OUT/eval.json`` and ``OUT/eval.png``. Settings come from
+``configs/sft_default.yaml`` (or ``sft_quick.yaml`` with ``--quick``, or ``--config FILE``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def _trainer_default():
+    from pangu_core.distill.sft import SFTConfig
+
+    return SFTConfig()
+
+
+def _eval_default():
+    from pangu_core.evaluation import EvalConfig
+
+    return EvalConfig()
+
+
+@dataclass(frozen=True)
+class SFTRunConfig:
+    """One `pangu-core sft` run: data, model, optimisation (``trainer``) and evaluation (``eval``)."""
+
+    model_size: str = "nano"
+    train_problems: int = 20000
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5)
+    fast_fraction: float = 0.4
+    test_per_level: int = 100
+    test_share: float = 0.2
+    data_seed: int = 0
+    num_threads: int = 2
+    trainer: Any = field(default_factory=_trainer_default)
+    eval: Any = field(default_factory=_eval_default)
+
+    def __post_init__(self) -> None:
+        from pangu_core.distill.sft import SFTConfig, config_from_dict
+        from pangu_core.evaluation import EvalConfig
+        from pangu_core.tasks.math_tasks import LEVELS
+        from pangu_core.tasks.model import SIZES
+
+        object.__setattr__(self, "levels", tuple(self.levels))
+        problems = []
+        for name, cls in (("trainer", SFTConfig), ("eval", EvalConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                try:
+                    object.__setattr__(self, name, config_from_dict(cls, value))
+                except (ValueError, TypeError) as error:
+                    problems.append(f"{name}: {error}")
+            elif not isinstance(value, cls):
+                problems.append(f"{name}: expected a mapping or {cls.__name__}, got {type(value).__name__}")
+        if self.model_size not in SIZES:
+            problems.append(f"model_size: unknown {self.model_size!r}; known: {', '.join(SIZES)}")
+        for name, low in (("train_problems", 1), ("test_per_level", 1), ("data_seed", 0), ("num_threads", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                problems.append(f"{name}: expected an int >= {low}, got {value!r}")
+        if not self.levels or any(level not in LEVELS for level in self.levels):
+            problems.append(f"levels: expected a non-empty list of values in {LEVELS}, got {self.levels!r}")
+        if not isinstance(self.fast_fraction, (int, float)) or not 0.0 <= self.fast_fraction <= 1.0:
+            problems.append(f"fast_fraction: expected a number in [0, 1], got {self.fast_fraction!r}")
+        if not isinstance(self.test_share, (int, float)) or not 0.0 < self.test_share < 1.0:
+            problems.append(f"test_share: expected a number in (0, 1), got {self.test_share!r}")
+        if problems:
+            raise ValueError("invalid SFTRunConfig: " + "; ".join(problems))
+
+
+def load_run_config(path: str | Path) -> SFTRunConfig:
+    """Reads a YAML run config (see configs/sft_default.yaml for every field)."""
+    import yaml
+
+    from pangu_core.distill.sft import config_from_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config: no such file {str(path)!r}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config: expected a mapping at the top of {str(path)!r}, got {type(data).__name__}")
+    return config_from_dict(SFTRunConfig, data)
+
+
+def build_training_pairs(config: SFTRunConfig) -> list[tuple[str, str, str]]:
+    """(prompt, mode, teacher response) for each generated train problem; the mode is drawn per problem."""
+    from pangu_core.tasks.math_tasks import generate_math_tasks
+    from pangu_core.tasks.teacher import teacher_response
+
+    tasks = generate_math_tasks(config.train_problems, config.levels, "train", config.data_seed, config.test_share)
+    rng = random.Random(f"pangu-modes:{config.data_seed}")
+    pairs = []
+    for task in tasks:
+        mode = "fast" if rng.random() < config.fast_fraction else "slow"
+        pairs.append((task.prompt, mode, teacher_response(task, mode)))
+    return pairs
+
+
+def run_sft(config: SFTRunConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """The whole run; returns the evaluation result (also written to ``out``)."""
+    import torch
+
+    from pangu_core.distill.sft import SFTTrainer, encode_pairs
+    from pangu_core.evaluation import evaluate_model, write_report
+    from pangu_core.tasks.math_tasks import generate_math_tasks
+    from pangu_core.tasks.model import count_parameters, tiny_pangu
+    from pangu_core.tasks.tokenizer import build_tokenizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.num_threads)
+    timings: dict[str, float] = {}
+    start, cpu_start = time.perf_counter(), time.process_time()
+    pairs = build_training_pairs(config)
+    test = generate_math_tasks(config.test_per_level * len(config.levels), config.levels, "test",
+                               config.data_seed, config.test_share)
+    tokenizer = build_tokenizer(p for pair in pairs for p in (pair[0], pair[2]))
+    examples = encode_pairs(tokenizer, pairs, config.trainer.max_length)
+    timings["data_s"] = time.perf_counter() - start
+
+    model = tiny_pangu(config.model_size, tokenizer, seed=config.trainer.seed,
+                       max_position_embeddings=config.trainer.max_length)
+    trainer = SFTTrainer(model, tokenizer, examples, config.trainer)
+    log = trainer.train(progress=progress)
+    timings["train_s"] = log.seconds
+    trainer.save_checkpoint(out / "checkpoint")
+
+    started = time.perf_counter()
+    result = evaluate_model(model, tokenizer, test, config.eval, progress=progress)
+    timings["eval_s"] = time.perf_counter() - started
+    timings["total_s"] = time.perf_counter() - start
+    # CPU seconds of this process: on a shared machine, cpu_s / num_threads estimates the wall time
+    # the run would take with its cores to itself.
+    timings["cpu_s"] = time.process_time() - cpu_start
+    window = max(1, len(log.losses) // 10)
+    result["train"] = {
+        "parameters": count_parameters(model),
+        "examples": len(examples),
+        "steps": len(log.losses),
+        "tokens": log.tokens,
+        "tokens_per_s": log.tokens / max(log.seconds, 1e-9),
+        "loss_first": sum(log.losses[:window]) / window,
+        "loss_last": sum(log.losses[-window:]) / window,
+    }
+    result["timings"] = timings
+    result["config"] = json.loads(json.dumps(asdict(config)))
+    write_report(result, out)
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `pangu-core sft`."""
+    parser.add_argument("--config", type=Path, help="YAML run config (default: the built-in sft_default.yaml)")
+    parser.add_argument("--quick", action="store_true", help="use the built-in sft_quick.yaml (about a minute)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (checkpoint, eval.json, eval.png)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`pangu-core sft`: prints the evaluation summary as JSON."""
+    if args.config is not None and args.quick:
+        raise SystemExit("pangu-core sft: give --config or --quick, not both")
+    path = args.config or CONFIG_DIR / ("sft_quick.yaml" if args.quick else "sft_default.yaml")
+    config = load_run_config(path)
+    result = run_sft(config, args.out, progress=not args.no_progress)
+    summary = {k: result[k] for k in ("accuracy", "tokens", "train", "timings")}
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,229 @@
+"""Evaluating a model on a test split: accuracy and generated tokens per mode and difficulty level.
+
+Greedy decoding gives accuracy; sampling ``samples_per_prompt`` answers gives pass@k with the
+unbiased estimator (1 - C(n-c, k) / C(n, k)). Prompts are batched (left-padded, sorted by length)
+and rendered with the tokenizer's chat template, the mode tag at the end of the user turn. Results
+go to JSON and to a PNG with accuracy and tokens by difficulty, one line per mode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from pangu_core.dual.chat_format import ChatFormat, add_mode_tag, parse_response
+from pangu_core.dual.response import MODES, ThinkingMarkers
+from pangu_core.tasks.dataset import Task
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to evaluate (validated on construction, all problems at once)."""
+
+    modes: tuple[str, ...] = ("slow", "fast")
+    max_new_tokens: int = 256
+    batch_size: int = 64
+    samples_per_prompt: int = 0
+    pass_k: tuple[int, ...] = (1,)
+    temperature: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modes", tuple(self.modes))
+        object.__setattr__(self, "pass_k", tuple(self.pass_k))
+        problems = []
+        if not self.modes or any(m not in MODES for m in self.modes):
+            problems.append(f"modes: expected a non-empty list of {MODES}, got {self.modes!r}")
+        for name in ("max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name}: expected an int >= 1, got {value!r}")
+        if isinstance(self.samples_per_prompt, bool) or not isinstance(self.samples_per_prompt, int) or self.samples_per_prompt < 0:
+            problems.append(f"samples_per_prompt: expected an int >= 0, got {self.samples_per_prompt!r}")
+        elif any(not isinstance(k, int) or k < 1 or (self.samples_per_prompt and k > self.samples_per_prompt) for k in self.pass_k):
+            problems.append(f"pass_k: expected ints in [1, samples_per_prompt], got {self.pass_k!r}")
+        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
+            problems.append(f"temperature: expected a positive number, got {self.temperature!r}")
+        if problems:
+            raise ValueError("invalid EvalConfig: " + "; ".join(problems))
+
+
+def _as_number(text: str) -> Fraction | None:
+    cleaned = text.strip().strip("$").replace(",", "").replace(" ", "")
+    try:
+        return Fraction(cleaned)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def answers_match(predicted: str | None, reference: str) -> bool:
+    """Whether a final answer equals the reference: exact rational comparison for numbers,
+    math-verify for anything else (run without its signal-based timeout, so any thread may call)."""
+    if predicted is None:
+        return False
+    left, right = _as_number(predicted), _as_number(reference)
+    if left is not None and right is not None:
+        return left == right
+    from math_verify import parse, verify
+
+    gold = parse(f"${reference}$", parsing_timeout=None)
+    guess = parse(f"${predicted}$", parsing_timeout=None)
+    return bool(gold and guess and verify(gold, guess, timeout_seconds=None))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _prompt_ids(tokenizer, task: Task, mode: str) -> list[int]:
+    messages = [{"role": "user", "content": add_mode_tag(task.prompt, mode)}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, do_sample: bool = False,
+             temperature: float = 1.0, num_return_sequences: int = 1) -> list[list[int]]:
+    """Continuations of token-id prompts (left-padded batch), each cut after its first eos."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    longest = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(prompts):
+        input_ids[row, longest - len(ids):] = torch.tensor(ids)
+        mask[row, longest - len(ids):] = 1
+    options: dict[str, Any] = {"do_sample": do_sample, "num_return_sequences": num_return_sequences}
+    if do_sample:
+        options.update(temperature=temperature, top_k=0, top_p=1.0)
+    output = model.generate(
+        input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=pad, **options,
+    )
+    results = []
+    for row in output[:, longest:].tolist():
+        cut = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
+        results.append(row[:cut])
+    return results
+
+
+def _chat_format(tokenizer, markers: ThinkingMarkers) -> ChatFormat:
+    return ChatFormat(end=tokenizer.eos_token, pad=tokenizer.pad_token or "", markers=markers)
+
+
+def evaluate_model(model, tokenizer, tasks: Sequence[Task], config: EvalConfig = EvalConfig(),
+                   markers: ThinkingMarkers = ThinkingMarkers(), progress: bool = True) -> dict[str, Any]:
+    """Accuracy and mean generated tokens (eos included) per mode and difficulty, plus pass@k when sampling.
+
+    Returns ``{"accuracy": {mode: {level: float}}, "tokens": {...}, "count": {...},
+    "constant_answer_accuracy": {level: float}, "pass_at_k": {mode: {level: {k: float}}} (when
+    sampling), "examples": {mode: [...]}}``; levels are string keys ("1".."5").
+    """
+    if not isinstance(config, EvalConfig):
+        raise TypeError(f"config: expected EvalConfig, got {type(config).__name__}")
+    if not tasks:
+        raise ValueError("tasks: expected at least one task")
+    if any(not isinstance(t, Task) for t in tasks):
+        raise TypeError("tasks: expected Task items")
+    chat = _chat_format(tokenizer, markers)
+    was_training = model.training
+    model.eval()
+    correct: dict = defaultdict(lambda: defaultdict(int))
+    tokens: dict = defaultdict(lambda: defaultdict(int))
+    count: dict = defaultdict(lambda: defaultdict(int))
+    passes: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    examples: dict = defaultdict(list)
+    order = sorted(range(len(tasks)), key=lambda i: (len(tasks[i].prompt), i))
+    total = len(config.modes) * math.ceil(len(tasks) / config.batch_size)
+    bar = tqdm(total=total, desc="eval", disable=not progress, dynamic_ncols=True)
+    torch.manual_seed(config.seed)
+    for mode in config.modes:
+        for start in range(0, len(order), config.batch_size):
+            batch = [tasks[i] for i in order[start:start + config.batch_size]]
+            prompts = [_prompt_ids(tokenizer, t, mode) for t in batch]
+            outputs = generate(model, tokenizer, prompts, config.max_new_tokens)
+            for task, ids in zip(batch, outputs):
+                text = tokenizer.decode(ids, skip_special_tokens=False)
+                final = parse_response(text, chat).final_answer
+                level = str(task.difficulty)
+                ok = answers_match(final, task.reference)
+                correct[mode][level] += ok
+                tokens[mode][level] += len(ids)
+                count[mode][level] += 1
+                if len(examples[mode]) < 3 or (not ok and len(examples[mode]) < 6):
+                    examples[mode].append({"prompt": task.prompt, "reference": task.reference,
+                                           "response": text, "correct": ok})
+            if config.samples_per_prompt:
+                sampled = generate(model, tokenizer, prompts, config.max_new_tokens, do_sample=True,
+                                   temperature=config.temperature, num_return_sequences=config.samples_per_prompt)
+                n = config.samples_per_prompt
+                for row, task in enumerate(batch):
+                    hits = sum(answers_match(parse_response(tokenizer.decode(ids, skip_special_tokens=False), chat).final_answer,
+                                             task.reference) for ids in sampled[row * n:(row + 1) * n])
+                    for k in config.pass_k:
+                        passes[mode][str(task.difficulty)][str(k)].append(pass_at_k(n, hits, k))
+            bar.update(1)
+    bar.close()
+    model.train(was_training)
+
+    def levels(table: dict, mode: str, scale: dict) -> dict[str, float]:
+        return {lv: table[mode][lv] / scale[mode][lv] for lv in sorted(scale[mode], key=int)}
+
+    result: dict[str, Any] = {
+        "accuracy": {m: levels(correct, m, count) for m in config.modes},
+        "tokens": {m: levels(tokens, m, count) for m in config.modes},
+        "count": {m: dict(sorted(count[m].items(), key=lambda kv: int(kv[0]))) for m in config.modes},
+    }
+    # What always answering the most common reference of a level would score: the floor to beat.
+    references: dict = defaultdict(lambda: defaultdict(int))
+    for task in tasks:
+        references[str(task.difficulty)][task.reference] += 1
+    result["constant_answer_accuracy"] = {lv: max(refs.values()) / sum(refs.values())
+                                          for lv, refs in sorted(references.items(), key=lambda kv: int(kv[0]))}
+    if config.samples_per_prompt:
+        result["pass_at_k"] = {m: {lv: {k: sum(v) / len(v) for k, v in passes[m][lv].items()}
+                                   for lv in sorted(passes[m], key=int)} for m in config.modes}
+    result["examples"] = dict(examples)
+    return result
+
+
+def write_report(result: dict[str, Any], directory: str | Path, stem: str = "eval") -> tuple[Path, Path]:
+    """Writes ``<stem>.json`` and ``<stem>.png`` (accuracy and tokens by difficulty, a line per mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = directory / f"{stem}.json", directory / f"{stem}.png"
+    json_path.write_text(json.dumps(result, indent=2))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode, by_level in result["accuracy"].items():
+        keys = sorted(by_level, key=int)
+        left.plot([int(k) for k in keys], [by_level[k] for k in keys], marker="o", label=mode)
+        tokens = result["tokens"][mode]
+        right.plot([int(k) for k in keys], [tokens[k] for k in keys], marker="o", label=mode)
+    left.set(xlabel="difficulty level", ylabel="accuracy (greedy)", ylim=(-0.02, 1.02), title="accuracy by difficulty")
+    right.set(xlabel="difficulty level", ylabel="mean generated tokens", title="tokens by difficulty")
+    levels = sorted({int(k) for by_level in result["accuracy"].values() for k in by_level})
+    for axis in (left, right):
+        axis.set_xticks(levels)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+    return json_path, png_path

@@ -1,0 +1,236 @@
+"""Generated arithmetic problems at difficulty levels 1-5, deterministic by seed, with disjoint splits.
+
+Levels grow by number of operations, digit counts, parentheses and wording:
+
+====  ==========================================  =====================
+level  shape                                        example
+====  ==========================================  =====================
+1      one operation on single digits               ``7+5``
+2      one operation on two-digit numbers           ``47+38``
+3      two operations on two-digit numbers          ``47+38-19``
+4      three operations, parentheses or a product   ``(47+38)-(19+6)``
+5      a four-step word problem                     ``Ann has 47 pens, ...``
+====  ==========================================  =====================
+
+Every intermediate value stays in [0, 999] and products have single-digit factors, so each step is
+schoolbook column arithmetic a small model can learn. A problem belongs to the test split when a hash
+of its prompt falls below ``test_share``: the splits are disjoint by construction and stable across
+seeds, counts and library versions (the hash is SHA-1 of the prompt text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+
+from pangu_core.tasks.dataset import Task
+
+LEVELS = (1, 2, 3, 4, 5)
+SPLITS = ("train", "test")
+MAX_VALUE = 999
+
+
+@dataclass(frozen=True)
+class Step:
+    """One binary operation of a worked solution: ``left op right = result``."""
+
+    left: int
+    op: str
+    right: int
+    result: int
+
+
+_TOKEN = re.compile(r"\s*(\d+|[-+*/()])")
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
+def _tokens(expression: str) -> list[str]:
+    pos, out = 0, []
+    text = expression.strip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise ValueError(f"expression: unexpected character {text[pos]!r} at {pos} in {expression!r}")
+        out.append(match.group(1))
+        pos = match.end()
+    return out
+
+
+def arithmetic_steps(expression: str) -> list[Step]:
+    """The steps of evaluating ``expression`` (non-negative integers, + - * / and parentheses).
+
+    Steps come in postfix order: left to right, products before sums, parentheses first, which is
+    the order a person works them. Division must be exact. Raises ValueError on malformed input.
+    """
+    if not isinstance(expression, str):
+        raise TypeError(f"expression: expected str, got {type(expression).__name__}")
+    output: list[str] = []
+    stack: list[str] = []
+    expect_operand = True
+    for token in _tokens(expression):
+        if token.isdigit():
+            if not expect_operand:
+                raise ValueError(f"expression: two numbers in a row in {expression!r}")
+            output.append(token)
+            expect_operand = False
+        elif token == "(":
+            if not expect_operand:
+                raise ValueError(f"expression: '(' after a number in {expression!r}")
+            stack.append(token)
+        elif token == ")":
+            while stack and stack[-1] != "(":
+                output.append(stack.pop())
+            if not stack or expect_operand:
+                raise ValueError(f"expression: unbalanced ')' in {expression!r}")
+            stack.pop()
+        else:
+            if expect_operand:
+                raise ValueError(f"expression: operator {token!r} without a left operand in {expression!r}")
+            while stack and stack[-1] != "(" and _PRECEDENCE[stack[-1]] >= _PRECEDENCE[token]:
+                output.append(stack.pop())
+            stack.append(token)
+            expect_operand = True
+    if expect_operand:
+        raise ValueError(f"expression: ends without an operand: {expression!r}")
+    while stack:
+        if stack[-1] == "(":
+            raise ValueError(f"expression: unbalanced '(' in {expression!r}")
+        output.append(stack.pop())
+    values: list[int] = []
+    steps: list[Step] = []
+    for token in output:
+        if token.isdigit():
+            values.append(int(token))
+            continue
+        right, left = values.pop(), values.pop()
+        if token == "+":
+            result = left + right
+        elif token == "-":
+            result = left - right
+        elif token == "*":
+            result = left * right
+        else:
+            if right == 0 or left % right:
+                raise ValueError(f"expression: {left}/{right} is not an exact division in {expression!r}")
+            result = left // right
+        steps.append(Step(left, token, right, result))
+        values.append(result)
+    return steps
+
+
+def evaluate(expression: str) -> int:
+    """The value of an arithmetic expression (see :func:`arithmetic_steps`)."""
+    steps = arithmetic_steps(expression)
+    return steps[-1].result if steps else int(_tokens(expression)[0].strip("()"))
+
+
+_NAMES = ("Ann", "Bob", "Eva", "Tom", "Mia", "Sam")
+_ITEMS = ("pens", "cards", "coins", "shells", "stamps", "beads")
+# (wording, expression); fields x, y, z two-digit, c, d single-digit.
+_WORD_TEMPLATES = (
+    ("{n} has {x} {i}, gets {y}, gives away {z}, buys {c} packs of {d}. How many now?", "{x}+{y}-{z}+{c}*{d}"),
+    ("{n} has {x} {i}, loses {y}, buys {c} boxes of {d}, finds {z}. How many now?", "{x}-{y}+{c}*{d}+{z}"),
+    ("{n} buys {c} bags of {d} {i}, gets {x}, gives away {y}, finds {z}. How many now?", "{c}*{d}+{x}-{y}+{z}"),
+    ("{n} has {x} {i}, gets {y}, sells {c} sets of {d}, loses {z}. How many now?", "{x}+{y}-{c}*{d}-{z}"),
+)
+
+
+def _two_digit(rng: random.Random) -> int:
+    return rng.randint(10, 99)
+
+
+def _candidate(rng: random.Random, level: int) -> tuple[str, str]:
+    """(prompt, expression) for one random problem of ``level``; may break the value bounds."""
+    ops = "+-"
+    if level == 1:
+        expression = f"{rng.randint(0, 9)}{rng.choice(ops)}{rng.randint(0, 9)}"
+        return expression, expression
+    if level == 2:
+        expression = f"{_two_digit(rng)}{rng.choice(ops)}{_two_digit(rng)}"
+        return expression, expression
+    if level == 3:
+        a, b, c = (_two_digit(rng) for _ in range(3))
+        expression = f"{a}{rng.choice(ops)}{b}{rng.choice(ops)}{c}"
+        return expression, expression
+    if level == 4:
+        a, b, c = (_two_digit(rng) for _ in range(3))
+        o1, o2, o3 = (rng.choice(ops) for _ in range(3))
+        shape = rng.randrange(3)
+        if shape == 0:
+            expression = f"({a}{o1}{b}){o2}({c}{o3}{rng.randint(1, 9)})"
+        elif shape == 1:
+            expression = f"{a}{o1}({b}{o2}{c}){o3}{rng.randint(1, 9)}"
+        else:
+            expression = f"{a}{o1}{b}{o2}{rng.randint(2, 9)}*{rng.randint(2, 9)}"
+        return expression, expression
+    wording, form = rng.choice(_WORD_TEMPLATES)
+    fields = {"x": _two_digit(rng), "y": _two_digit(rng), "z": _two_digit(rng),
+              "c": rng.randint(2, 9), "d": rng.randint(2, 9), "n": rng.choice(_NAMES), "i": rng.choice(_ITEMS)}
+    return wording.format(**fields), form.format(**fields)
+
+
+def in_test_split(prompt: str, test_share: float) -> bool:
+    """Whether ``prompt`` belongs to the test split (a stable hash of the text below ``test_share``)."""
+    digest = hashlib.sha1(prompt.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < test_share
+
+
+def _within_bounds(expression: str) -> bool:
+    return all(0 <= step.result <= MAX_VALUE for step in arithmetic_steps(expression))
+
+
+def generate_math_tasks(
+    count: int,
+    levels: tuple[int, ...] | list[int] = LEVELS,
+    split: str = "train",
+    seed: int = 0,
+    test_share: float = 0.2,
+    unique: bool | None = None,
+) -> list[Task]:
+    """``count`` problems spread evenly (round robin) over ``levels`` from one split.
+
+    Deterministic in (count, levels, split, seed, test_share). ``unique`` (default: True for the
+    test split, False for train) drops repeated prompts; level 1 has only 155 distinct problems,
+    so a unique request may return fewer than asked for that level.
+    """
+    problems = []
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        problems.append(f"count: expected an int >= 0, got {count!r}")
+    levels = tuple(levels) if isinstance(levels, (tuple, list)) else levels
+    if not isinstance(levels, tuple) or not levels or any(level not in LEVELS for level in levels):
+        problems.append(f"levels: expected a non-empty list of values in {LEVELS}, got {levels!r}")
+    if split not in SPLITS:
+        problems.append(f"split: expected one of {SPLITS}, got {split!r}")
+    if not isinstance(test_share, (int, float)) or not 0.0 < test_share < 1.0:
+        problems.append(f"test_share: expected a float in (0, 1), got {test_share!r}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    unique = split == "test" if unique is None else unique
+    want_test = split == "test"
+    per_level = [count // len(levels) + (1 if i < count % len(levels) else 0) for i in range(len(levels))]
+    by_level: list[list[Task]] = []
+    for level, wanted in zip(levels, per_level):
+        rng = random.Random(f"pangu-math:{seed}:{level}:{split}")
+        seen: set[str] = set()
+        found: list[Task] = []
+        misses = 0
+        # A level whose split has run out of new problems shows as a long streak of misses.
+        while len(found) < wanted and misses < 5000:
+            misses += 1
+            prompt, expression = _candidate(rng, level)
+            if in_test_split(prompt, test_share) != want_test or not _within_bounds(expression):
+                continue
+            if unique and prompt in seen:
+                continue
+            misses = 0
+            seen.add(prompt)
+            found.append(Task(prompt=prompt, reference=str(evaluate(expression)), task_type="math",
+                              difficulty=level, meta={"expression": expression}))
+        by_level.append(found)
+    # Interleave levels so any prefix of the list is balanced.
+    out = []
+    for i in range(max((len(f) for f in by_level), default=0)):
+        out.extend(f[i] for f in by_level if i < len(f))
+    return out
