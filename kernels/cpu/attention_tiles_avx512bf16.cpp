@@ -1,0 +1,53 @@
+// AVX512-BF16 attention path. Same float tiles as the AVX-512 path; bfloat16 inputs are widened while packed.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "common/convert.h"
+#include "kernels/cpu/attention_kernels.h"
+
+namespace pangu::attention::avx512bf16 {
+
+struct V {
+  using reg = __m512;
+  static constexpr int W = 16, MR = 6, NV = 4;
+  static __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  static reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static reg loadn(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
+  static void store(float* p, reg x) { _mm512_storeu_ps(p, x); }
+  static void storen(float* p, reg x, int n) { _mm512_mask_storeu_ps(p, mask(n), x); }
+  static reg set1(float x) { return _mm512_set1_ps(x); }
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
+  static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
+  // 2^x = 2^n * 2^f with n = round(x), |f| <= 1/2, 2^f by its degree-7 Taylor series in f ln 2
+  // (relative error ~5e-9); scalef turns very negative n (masked logits) into exact zeros.
+  static reg exp2(reg x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-160.0f));
+    reg n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    reg f = _mm512_mul_ps(_mm512_sub_ps(x, n), _mm512_set1_ps(0.6931471805599453f));
+    reg p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+  }
+  static float hmax(reg x) { return _mm512_reduce_max_ps(x); }
+  static float hsum(reg x) { return _mm512_reduce_add_ps(x); }
+};
+
+#include "kernels/cpu/attention_tiles.inc"
+#include "kernels/cpu/attention_passes.inc"
+
+}  // namespace pangu::attention::avx512bf16
