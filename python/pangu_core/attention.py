@@ -87,7 +87,8 @@ def use_backend(name: str | None) -> Iterator[None]:
 
 def backend_for(device: torch.device | str) -> Backend:
     """The backend a call with tensors on ``device`` uses now (forced one, env var, or by device)."""
-    kind = torch.device(device).type
+    # A plain string so "npu" works even where torch_npu has not registered the device type.
+    kind = device.type if isinstance(device, torch.device) else str(device).partition(":")[0]
     if _forced is not None:
         backend = _lookup(_forced, "set_backend")
     elif os.environ.get(ENV_VAR):
