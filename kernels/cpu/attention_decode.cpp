@@ -23,7 +23,7 @@ bool plan_splits(const Problem& p, const std::vector<Item>& items, int threads, 
   for (const Item& it : items) {
     const SeqSpan& s = p.seqs[it.batch];
     KeyRange first = visible_keys(p, s, it.q0), last = visible_keys(p, s, it.q0 + it.q_count - 1);
-    int64_t lo = std::max<int64_t>(first.lo, 0), hi = std::min(last.hi + 1, s.k_len);
+    int64_t lo = std::max<int64_t>(first.lo, 0) / kKeyBlock * kKeyBlock, hi = std::min(last.hi + 1, s.k_len);
     int64_t span = std::max<int64_t>(hi - lo, 0);
     int64_t pieces = std::clamp<int64_t>(span / kMinPieceKeys, 1, want);
     any = any || pieces > 1;

@@ -1,6 +1,9 @@
 // Attention forward: plans work items over (sequence, kv head, query block), balances causal work
 // across threads, and hands them to the active ISA path (splitting the keys when items are few).
 #include <algorithm>
+#include <utility>
+
+#include "common/convert.h"
 
 #include "common/threads.h"
 #include "kernels/cpu/attention.h"
@@ -42,21 +45,63 @@ std::vector<Item> plan_items(const Problem& p) {
 
 std::vector<Item> plan_query_items(const Problem& p) { return plan_items(p); }
 
+// Packs K^T for every (sequence, kv head, key block) once, in parallel, when some sequence has
+// several query blocks (each would otherwise repack the same keys). Returns an empty pack if not.
+PackedKeys pack_keys(const Problem& p, std::vector<float>& storage) {
+  PackedKeys packed;
+  const int64_t G = p.heads / p.kv_heads, D = p.dim, BK = kKeyBlock;
+  bool reused = false;
+  int64_t total = 0;
+  for (const SeqSpan& s : p.seqs) {
+    reused = reused || s.q_len > query_block(G, s.q_len);
+    int64_t blocks = (s.k_len + BK - 1) / BK;
+    packed.seq_base.push_back(total);
+    packed.seq_blocks.push_back(blocks);
+    total += blocks * p.kv_heads;
+  }
+  if (!reused || total == 0) return PackedKeys();
+  storage.assign(static_cast<size_t>(total * D * BK), 0.0f);
+  std::vector<std::pair<int64_t, int64_t>> tasks;  // (sequence, block index within its kv heads)
+  for (int64_t b = 0; b < static_cast<int64_t>(p.seqs.size()); ++b)
+    for (int64_t i = 0; i < packed.seq_blocks[b] * p.kv_heads; ++i) tasks.emplace_back(b, i);
+  const int64_t elem = dtype_size(p.dtype);
+  parallel_for(static_cast<int64_t>(tasks.size()), 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(static_cast<size_t>(D));
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = tasks[t].first, h = tasks[t].second / packed.seq_blocks[b];
+      const int64_t k0 = (tasks[t].second % packed.seq_blocks[b]) * BK;
+      const SeqSpan& s = p.seqs[b];
+      float* dst = storage.data() + (packed.seq_base[b] + tasks[t].second) * D * BK;
+      const int64_t nk = std::min(BK, s.k_len - k0);
+      for (int64_t j = 0; j < nk; ++j) {
+        const char* src = static_cast<const char*>(p.k) +
+                          (b * p.k_strides.batch + h * p.k_strides.head + (s.k_offset + k0 + j) * p.k_strides.seq) * elem;
+        load_as_f32(src, p.dtype, row.data(), static_cast<size_t>(D));
+        for (int64_t d = 0; d < D; ++d) dst[d * BK + j] = row[d];
+      }
+    }
+  });
+  packed.data = storage.data();
+  return packed;
+}
+
 void forward(const Problem& p, const ForwardOutputs& o) {
   const Kernels& kernels = kernels_for(active_isa());
   std::vector<Item> items = plan_items(p);
+  std::vector<float> storage;
+  PackedKeys packed = pack_keys(p, storage);
   SplitPlan plan;
   if (plan_splits(p, items, num_threads(), plan)) {
     Partials part{plan.out.data(), plan.lse.data(), plan.rows_per_slot};
     parallel_for(static_cast<int64_t>(plan.items.size()), 1, [&](int64_t begin, int64_t end) {
-      kernels.forward_items(p, o, part, plan.items.data(), begin, end);
+      kernels.forward_items(p, o, part, packed, plan.items.data(), begin, end);
     });
     combine_splits(p, o, plan);
     return;
   }
   Partials none;
   parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
-    kernels.forward_items(p, o, none, items.data(), begin, end);
+    kernels.forward_items(p, o, none, packed, items.data(), begin, end);
   });
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "kernels/cpu/attention.h"
 
@@ -31,10 +32,22 @@ struct Partials {
   int64_t rows_per_slot = 0;
 };
 
+// K^T of every key block, packed once when several query blocks will reuse it (prefill): block
+// (sequence b, kv head h, key block i) is a zero-padded float [dim][kKeyBlock] array.
+struct PackedKeys {
+  const float* data = nullptr;  // null: items pack the blocks they visit themselves
+  std::vector<int64_t> seq_base;    // index of the first block of sequence b
+  std::vector<int64_t> seq_blocks;  // key blocks per kv head in sequence b
+  const float* block(int64_t b, int64_t h, int64_t k0, int64_t dim) const {
+    return data + (seq_base[b] + h * seq_blocks[b] + k0 / kKeyBlock) * dim * kKeyBlock;
+  }
+};
+
 // Per-ISA entry points. forward_items runs items [begin, end); the backward runs its two passes
 // (dk/dv over key blocks, dq over query blocks) on items [begin, end) of their own lists.
 struct Kernels {
-  void (*forward_items)(const Problem&, const ForwardOutputs&, const Partials&, const Item*, int64_t, int64_t);
+  void (*forward_items)(const Problem&, const ForwardOutputs&, const Partials&, const PackedKeys&, const Item*, int64_t,
+                        int64_t);
   void (*backward_dkdv)(const Problem&, const BackwardTensors&, const Item*, int64_t, int64_t);
   void (*backward_dq)(const Problem&, const BackwardTensors&, const Item*, int64_t, int64_t);
 };
