@@ -88,6 +88,7 @@ PackedKeys pack_keys(const Problem& p, std::vector<float>& storage) {
 void forward(const Problem& p, const ForwardOutputs& o) {
   const Kernels& kernels = kernels_for(active_isa());
   std::vector<Item> items = plan_items(p);
+  if (kernels.forward_all && kernels.forward_all(p, o, items)) return;
   std::vector<float> storage;
   PackedKeys packed = pack_keys(p, storage);
   SplitPlan plan;

@@ -50,6 +50,8 @@ struct Kernels {
                         int64_t);
   void (*backward_dkdv)(const Problem&, const BackwardTensors&, const Item*, int64_t, int64_t);
   void (*backward_dq)(const Problem&, const BackwardTensors&, const Item*, int64_t, int64_t);
+  // Optional whole-problem forward (AMX bfloat16 prefill); returns false when it does not apply.
+  bool (*forward_all)(const Problem&, const ForwardOutputs&, const std::vector<Item>&);
 };
 
 namespace scalar { extern const Kernels kKernels; }

@@ -35,6 +35,8 @@ struct V {
 #include "kernels/cpu/attention_tiles.inc"
 #include "kernels/cpu/attention_passes.inc"
 
+const Kernels kKernels = {&forward_items, &backward_dkdv, &backward_dq, nullptr};
+
 }  // namespace scalar
 
 const Kernels& kernels_for(Isa isa) {

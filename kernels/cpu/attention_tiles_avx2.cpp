@@ -65,4 +65,6 @@ struct V {
 #include "kernels/cpu/attention_tiles.inc"
 #include "kernels/cpu/attention_passes.inc"
 
+const Kernels kKernels = {&forward_items, &backward_dkdv, &backward_dq, nullptr};
+
 }  // namespace pangu::attention::avx2

@@ -1,4 +1,6 @@
-// AVX512-BF16 attention path. Same float tiles as the AVX-512 path; bfloat16 inputs are widened while packed.
+// AVX512-BF16 attention path: the AVX-512 float tiles, plus a bfloat16 prefill on AMX tiles (where
+// the CPU and OS allow them): q.k and p.v as bfloat16 tile products with float32 accumulation, keys
+// and values packed once per key block in the pair-interleaved layout the tile unit reads.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -6,8 +8,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
+
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cpuid.h>
 
 #include "common/convert.h"
+#include "common/threads.h"
 #include "kernels/cpu/attention_kernels.h"
 
 namespace pangu::attention::avx512bf16 {
@@ -49,5 +57,8 @@ struct V {
 
 #include "kernels/cpu/attention_tiles.inc"
 #include "kernels/cpu/attention_passes.inc"
+#include "kernels/cpu/attention_amx.inc"
+
+const Kernels kKernels = {&forward_items, &backward_dkdv, &backward_dq, &forward_amx};
 
 }  // namespace pangu::attention::avx512bf16
