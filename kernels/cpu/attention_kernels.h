@@ -12,7 +12,7 @@
 namespace pangu::attention {
 
 // Key block and the target number of rows (group heads x queries) per forward work item.
-constexpr int64_t kKeyBlock = 64;
+constexpr int64_t kKeyBlock = 128;
 constexpr int64_t kRowTarget = 128;
 constexpr int64_t kMaxDim = 256;
 
