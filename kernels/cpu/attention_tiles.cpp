@@ -30,6 +30,9 @@ struct V {
   static reg exp2(reg x) { return std::exp2(x); }
   static float hmax(reg x) { return x; }
   static float hsum(reg x) { return x; }
+  static void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+  }
 };
 
 #include "kernels/cpu/attention_tiles.inc"

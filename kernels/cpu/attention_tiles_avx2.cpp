@@ -48,6 +48,15 @@ struct V {
     reg r = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
     return _mm256_andnot_ps(tiny, r);
   }
+  // bfloat16 -> float32 is a 16-bit left shift; inlined so row loads need no dispatch.
+  static void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+      _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+    for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+  }
   static float hmax(reg x) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));

@@ -53,6 +53,15 @@ struct V {
   }
   static float hmax(reg x) { return _mm512_reduce_max_ps(x); }
   static float hsum(reg x) { return _mm512_reduce_add_ps(x); }
+  // bfloat16 -> float32 is a 16-bit left shift; inlined so row loads need no dispatch.
+  static void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+      _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+    }
+    for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+  }
 };
 
 #include "kernels/cpu/attention_tiles.inc"
