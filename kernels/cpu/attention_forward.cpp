@@ -45,9 +45,9 @@ std::vector<Item> plan_items(const Problem& p) {
 
 std::vector<Item> plan_query_items(const Problem& p) { return plan_items(p); }
 
-// Packs K^T for every (sequence, kv head, key block) once, in parallel, when some sequence has
+// Packs K^T (or V^T) for every (sequence, kv head, key block) once, in parallel, when some sequence has
 // several query blocks (each would otherwise repack the same keys). Returns an empty pack if not.
-PackedKeys pack_keys(const Problem& p, std::vector<float>& storage) {
+PackedKeys pack_transposed(const Problem& p, const void* base, const Strides& strides, std::vector<float>& storage) {
   PackedKeys packed;
   const int64_t G = p.heads / p.kv_heads, D = p.dim, BK = kKeyBlock;
   bool reused = false;
@@ -74,8 +74,8 @@ PackedKeys pack_keys(const Problem& p, std::vector<float>& storage) {
       float* dst = storage.data() + (packed.seq_base[b] + tasks[t].second) * D * BK;
       const int64_t nk = std::min(BK, s.k_len - k0);
       for (int64_t j = 0; j < nk; ++j) {
-        const char* src = static_cast<const char*>(p.k) +
-                          (b * p.k_strides.batch + h * p.k_strides.head + (s.k_offset + k0 + j) * p.k_strides.seq) * elem;
+        const char* src = static_cast<const char*>(base) +
+                          (b * strides.batch + h * strides.head + (s.k_offset + k0 + j) * strides.seq) * elem;
         load_as_f32(src, p.dtype, row.data(), static_cast<size_t>(D));
         for (int64_t d = 0; d < D; ++d) dst[d * BK + j] = row[d];
       }
@@ -90,7 +90,7 @@ void forward(const Problem& p, const ForwardOutputs& o) {
   std::vector<Item> items = plan_items(p);
   if (kernels.forward_all && kernels.forward_all(p, o, items)) return;
   std::vector<float> storage;
-  PackedKeys packed = pack_keys(p, storage);
+  PackedKeys packed = pack_transposed(p, p.k, p.k_strides, storage);
   SplitPlan plan;
   if (plan_splits(p, items, num_threads(), plan)) {
     Partials part{plan.out.data(), plan.lse.data(), plan.rows_per_slot};

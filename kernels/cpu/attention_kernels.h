@@ -43,13 +43,15 @@ struct PackedKeys {
   }
 };
 
-// Per-ISA entry points. forward_items runs items [begin, end); the backward runs its two passes
-// (dk/dv over key blocks, dq over query blocks) on items [begin, end) of their own lists.
+// Per-ISA entry points. forward_items runs items [begin, end); the backward runs either one fused
+// pass over (sequence, kv head) items or two passes (dk/dv over key blocks, dq over query blocks).
 struct Kernels {
   void (*forward_items)(const Problem&, const ForwardOutputs&, const Partials&, const PackedKeys&, const Item*, int64_t,
                         int64_t);
   void (*backward_dkdv)(const Problem&, const BackwardTensors&, const Item*, int64_t, int64_t);
-  void (*backward_dq)(const Problem&, const BackwardTensors&, const Item*, int64_t, int64_t);
+  void (*backward_dq)(const Problem&, const BackwardTensors&, const PackedKeys&, const PackedKeys&, const Item*, int64_t,
+                      int64_t);
+  void (*backward_fused)(const Problem&, const BackwardTensors&, const Item*, int64_t, int64_t);
   // Optional whole-problem forward (AMX bfloat16 prefill); returns false when it does not apply.
   bool (*forward_all)(const Problem&, const ForwardOutputs&, const std::vector<Item>&);
 };
@@ -60,6 +62,10 @@ namespace avx512 { extern const Kernels kKernels; }
 namespace avx512bf16 { extern const Kernels kKernels; }
 
 const Kernels& kernels_for(Isa isa);
+
+// Transposed float copies of a key-shaped tensor's blocks (see PackedKeys); empty (data null) when
+// no sequence has more than one query block, since then nothing would reuse them.
+PackedKeys pack_transposed(const Problem& p, const void* base, const Strides& strides, std::vector<float>& storage);
 
 namespace {
 

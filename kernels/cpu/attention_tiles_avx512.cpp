@@ -59,6 +59,6 @@ struct V {
 #include "kernels/cpu/attention_tiles.inc"
 #include "kernels/cpu/attention_passes.inc"
 
-const Kernels kKernels = {&forward_items, &backward_dkdv, &backward_dq, nullptr};
+const Kernels kKernels = {&forward_items, &backward_dkdv, &backward_dq, &backward_fused, nullptr};
 
 }  // namespace pangu::attention::avx512

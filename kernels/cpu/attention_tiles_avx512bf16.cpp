@@ -68,6 +68,6 @@ struct V {
 #include "kernels/cpu/attention_passes.inc"
 #include "kernels/cpu/attention_amx.inc"
 
-const Kernels kKernels = {&forward_items, &backward_dkdv, &backward_dq, &forward_amx};
+const Kernels kKernels = {&forward_items, &backward_dkdv, &backward_dq, &backward_fused, &forward_amx};
 
 }  // namespace pangu::attention::avx512bf16
