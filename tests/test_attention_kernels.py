@@ -62,6 +62,7 @@ def test_forward_matches_float64_reference_on_every_isa(isa, shape, causal):
     assert _max_err(out, reference(q, k, v, causal=causal)) < 2e-5
 
 
+@pytest.mark.sanitize
 @pytest.mark.parametrize("causal", [False, True])
 def test_long_sequence_1025(causal):
     # Invariant: many key blocks and query blocks (with the threaded split) stay exact at seq 1025.
@@ -112,6 +113,7 @@ def test_decode_with_ragged_cache_lengths(isa):
     assert torch.all(out[2] == 0)
 
 
+@pytest.mark.sanitize
 def test_decode_split_single_sequence():
     # Invariant: a single long sequence with one kv head (work split across threads) is exact.
     pangu_core.set_num_threads(2)
@@ -161,6 +163,7 @@ def test_half_precision_error_within_twice_sdpa(isa, dtype, shape):
     assert _max_err(ours, expected) <= 2 * _max_err(theirs, expected) + 1e-6
 
 
+@pytest.mark.sanitize
 def test_threads_do_not_change_results():
     # Invariant: the partition over threads is deterministic per row: 1 and 2 threads agree bit for bit.
     q, k, v = _qkv(2, 8, 2, 130, 130, 64, seed=12)

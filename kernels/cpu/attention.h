@@ -10,8 +10,10 @@
 //   (window > 0) j > k_len - q_len + i - window.
 // A query that sees no key gets a zero output row and log-sum-exp -inf.
 //
-// Precision: float32, float16 or bfloat16 inputs, float32 accumulation everywhere; bfloat16 at the
-// AVX512-BF16 level multiplies in bfloat16 pairs (vdpbf16ps) with float32 sums.
+// Precision: float32, float16 or bfloat16 inputs, float32 accumulation everywhere. 16-bit inputs
+// are widened to float32 as blocks are packed, except bfloat16 prefill at the AVX512-BF16 level on
+// CPUs with AMX-BF16 tiles, where q.k and p.v are bfloat16 tile products (probabilities rounded to
+// bfloat16, as GPU flash attention does) with float32 sums and a float32 online softmax.
 // Threads: pangu::parallel_for over (sequence, kv head, query block[, key split]); thread-safe for
 // distinct outputs. Complexity O(batch * heads * q_len * k_len * dim).
 #pragma once
