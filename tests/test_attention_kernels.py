@@ -176,3 +176,22 @@ def test_threads_do_not_change_results():
     finally:
         pangu_core.set_num_threads(before)
     assert torch.equal(one, two)
+
+
+def test_bfloat16_window_and_varlen_on_best_path():
+    # Invariant: the best bfloat16 path (AMX tiles where present) masks windows and packed
+    # sequences like the float64 reference, within twice SDPA's bfloat16 error.
+    q, k, v = _qkv(1, 8, 2, 150, 200, 96, dtype=torch.bfloat16, seed=13)
+    expected = reference(q, k, v, causal=True, window=37)
+    ours = attn.attention(q, k, v, causal=True, window=37)
+    with attn.use_backend("sdpa"):
+        theirs = attn.attention(q, k, v, causal=True, window=37)
+    assert _max_err(ours, expected) <= 2 * _max_err(theirs, expected) + 1e-6
+    g = torch.Generator().manual_seed(14)
+    cu_q = torch.tensor([0, 40, 40, 140], dtype=torch.int32)
+    cu_k = torch.tensor([0, 50, 60, 260], dtype=torch.int32)
+    qv = torch.randn(140, 8, 64, generator=g).bfloat16()
+    kv = torch.randn(260, 4, 64, generator=g).bfloat16()
+    vv = torch.randn(260, 4, 64, generator=g).bfloat16()
+    out = attn.attention_varlen(qv, kv, vv, cu_q, cu_k, causal=True)
+    assert _max_err(out, reference_varlen(qv, kv, vv, cu_q, cu_k, causal=True)) < 0.03
