@@ -63,13 +63,21 @@ def test_npu_backend_without_npu_is_a_clear_error():
     assert "torch_npu" not in sys.modules
 
 
+def _install_fake_npu_module(monkeypatch, fake):
+    # `from pangu_core import npu_attention` reads the package attribute first, so patch both.
+    import pangu_core
+
+    monkeypatch.setitem(sys.modules, "pangu_core.npu_attention", fake)
+    monkeypatch.setattr(pangu_core, "npu_attention", fake, raising=False)
+
+
 def test_npu_backend_reports_missing_torch_npu(monkeypatch):
     # Invariant: with tensors claimed to be on an NPU but no NPU stack, the backend says what is missing.
     import types
 
     fake = types.ModuleType("pangu_core.npu_attention")
     fake.is_available = lambda: False
-    monkeypatch.setitem(sys.modules, "pangu_core.npu_attention", fake)
+    _install_fake_npu_module(monkeypatch, fake)
     q, k, v = _qkv()
     with pytest.raises(RuntimeError, match="needs torch_npu"):
         attn.backends()["npu"].fn(q, k, v, causal=True, scale=0.125, window=0, kv_lens=None)
@@ -88,7 +96,7 @@ def test_npu_backend_passes_the_contract_arguments(monkeypatch):
         return torch.zeros_like(q)
 
     fake.attention_bnsd = attention_bnsd
-    monkeypatch.setitem(sys.modules, "pangu_core.npu_attention", fake)
+    _install_fake_npu_module(monkeypatch, fake)
     q, k, v = _qkv()
     q.requires_grad_()
     attn.backends()["npu"].fn(q, k, v, causal=True, scale=0.5, window=0, kv_lens=None)
