@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 
 from pangu_core import _core, device
+from pangu_core.config import FromMapping
 from pangu_core.tensors import FLOAT_DTYPES, check_tensor
 
 ENV_VAR = "PANGU_NPU_ATTENTION"
@@ -39,7 +40,7 @@ _INT_DTYPES = (torch.int32, torch.int64)
 
 
 @dataclass(frozen=True)
-class AscendHardware:
+class AscendHardware(FromMapping):
     """On-chip buffer sizes (bytes) and vector core count the tiling plans for.
 
     Defaults are the Atlas A2 (Ascend 910B) AI Core: 192 KiB UB, 512 KiB L1, 64 KiB L0A and L0B,
@@ -62,14 +63,6 @@ class AscendHardware:
         if problems:
             raise ValueError("AscendHardware: " + "; ".join(problems))
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "AscendHardware":
-        """Builds from a mapping (e.g. loaded YAML); unknown keys are reported with the known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"AscendHardware: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,12 +31,12 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from pangu_core import _core
+from pangu_core.config import FromMapping, raise_problems
 from pangu_core._core import QueueClosed, QueueFull
 
 __all__ = [
@@ -52,7 +52,7 @@ OVERFLOW_POLICIES = ("block", "reject", "drop_lowest")
 
 
 @dataclasses.dataclass(frozen=True)
-class QueueConfig:
+class QueueConfig(FromMapping):
     """Construction settings of a :class:`PriorityQueue`; validates itself and reports all problems.
 
     Attributes:
@@ -87,28 +87,8 @@ class QueueConfig:
             problems.append(f"age_boost: expected a finite number >= 0, got {self.age_boost!r}")
         if not is_int(self.version):
             problems.append(f"version: expected an int, got {self.version!r}")
-        if problems:
-            raise ValueError("invalid QueueConfig:\n  " + "\n  ".join(problems))
+        raise_problems("QueueConfig", problems)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "QueueConfig":
-        """Builds a config from a mapping; unknown keys are an error that lists the known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"QueueConfig: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "QueueConfig":
-        """Loads a config from a YAML file holding a mapping of the fields above."""
-        import yaml
-
-        with open(path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a YAML mapping of QueueConfig fields, got {type(values).__name__}")
-        return cls.from_dict(values)
 
 
 class QueueSnapshot(NamedTuple):

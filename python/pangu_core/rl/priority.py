@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from pangu_core.config import FromMapping, raise_problems
+
 __all__ = [
     "PriorityWeights", "reward_std", "mean_abs_advantage", "group_advantages", "length_bonus",
     "group_priority", "group_priorities",
@@ -32,7 +34,7 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class PriorityWeights:
+class PriorityWeights(FromMapping):
     """Weights of the group priority (see the module docstring); validates itself.
 
     Attributes:
@@ -61,17 +63,8 @@ class PriorityWeights:
             problems.append(f"length_scale: expected a finite number >= 1, got {self.length_scale!r}")
         if not _is_real(self.eps) or not math.isfinite(self.eps) or self.eps <= 0:
             problems.append(f"eps: expected a finite number > 0, got {self.eps!r}")
-        if problems:
-            raise ValueError("invalid PriorityWeights:\n  " + "\n  ".join(problems))
+        raise_problems("PriorityWeights", problems)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "PriorityWeights":
-        """Builds weights from a mapping (e.g. a YAML section); unknown keys list the known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"PriorityWeights: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 def _is_real(value: Any) -> bool:
