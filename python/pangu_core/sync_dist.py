@@ -53,7 +53,7 @@ class _Buckets:
     A bucket that holds one tensor travels straight from the learner's tensor (when no cast is
     needed) into the rollout rank's parameter: no flatten, no unflatten. Buckets of several small
     tensors are coalesced in a flat CPU buffer. On CPU (gloo) every bucket is an asynchronous
-    broadcast, striped round-robin over ``_STREAMS`` process groups (own connections), so several
+    broadcast, striped over ``_STREAMS`` process groups by queued bytes (own connections), so several
     are in flight while the sender prepares the next and the receiver unflattens the ones that
     landed. Every rank builds its groups at the same point (after the layout broadcast). On accelerators each bucket passes through one device buffer.
     """
@@ -92,12 +92,23 @@ class _Buckets:
                 stage.copy_(view_of(b))
                 self.dist.broadcast(stage, src=self.src)
             return
-        works = [self._start(view_of(b), i) for i, b in enumerate(buckets)]
+        lanes = self._lanes(buckets)
+        works = [self._start(view_of(b), lane) for b, lane in zip(buckets, lanes)]
         for work in works:
             work.wait()
 
-    def _start(self, tensor: torch.Tensor, i: int) -> Any:
-        return self.dist.broadcast(tensor, src=self.src, group=self.groups[i % len(self.groups)], async_op=True)
+    def _lanes(self, buckets: list[int]) -> list[int]:
+        """The group of each bucket: the one with the fewest bytes queued so far (same on every rank)."""
+        queued = [0] * len(self.groups)
+        lanes = []
+        for b in buckets:
+            lane = queued.index(min(queued))
+            queued[lane] += self.sizes[b]
+            lanes.append(lane)
+        return lanes
+
+    def _start(self, tensor: torch.Tensor, lane: int) -> Any:
+        return self.dist.broadcast(tensor, src=self.src, group=self.groups[lane], async_op=True)
 
     def receive(self, buckets: list[int], view_of: Callable[[int], torch.Tensor], landed: Callable[[int], None]) -> None:
         """Receives ``buckets`` into ``view_of(b)``, calling ``landed(b)`` as each one completes."""
@@ -109,7 +120,8 @@ class _Buckets:
                 view_of(b).copy_(stage)
                 landed(b)
             return
-        works = [self._start(view_of(b), i) for i, b in enumerate(buckets)]
+        lanes = self._lanes(buckets)
+        works = [self._start(view_of(b), lane) for b, lane in zip(buckets, lanes)]
         for b, work in zip(buckets, works):
             work.wait()
             landed(b)
