@@ -117,3 +117,18 @@ def test_distributed_transport_needs_a_process_group() -> None:
         Publisher({"w": torch.zeros(3)}, config)
     with pytest.raises(RuntimeError, match="init_process_group first"):
         Subscriber({"w": torch.zeros(3, dtype=torch.bfloat16)}, config)
+
+
+def test_gloo_buckets_go_to_the_least_loaded_group() -> None:
+    from types import SimpleNamespace
+
+    from pangu_core.sync_dist import _Buckets
+
+    # Both 32-unit buckets (first and last) must land on different groups; every rank computes
+    # the same assignment from the bucket sizes alone.
+    fake = SimpleNamespace(groups=[None, "second"], sizes=[32, 3, 2, 5, 5, 5, 3, 4, 32])
+    lanes = _Buckets._lanes(fake, list(range(9)))
+    assert lanes[0] != lanes[8]
+    loads = [sum(fake.sizes[b] for b, lane in zip(range(9), lanes) if lane == g) for g in (0, 1)]
+    assert abs(loads[0] - loads[1]) <= 32
+    assert _Buckets._lanes(fake, [1, 4]) == [0, 1]

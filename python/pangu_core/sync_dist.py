@@ -22,6 +22,7 @@ from pangu_core import _core
 from pangu_core.sync import SyncConfig, flat_layout, parse_layout_text, register_transport
 
 _sync = _core.sync
+_STREAMS = 2  # gloo connections a version is striped over (more only add contention here)
 
 
 def _dist() -> Any:
@@ -52,8 +53,9 @@ class _Buckets:
     A bucket that holds one tensor travels straight from the learner's tensor (when no cast is
     needed) into the rollout rank's parameter: no flatten, no unflatten. Buckets of several small
     tensors are coalesced in a flat CPU buffer. On CPU (gloo) every bucket is an asynchronous
-    broadcast, so several are in flight while the sender prepares the next and the receiver
-    unflattens the ones that landed. On accelerators each bucket passes through one device buffer.
+    broadcast, striped over ``_STREAMS`` process groups by queued bytes (own connections), so several
+    are in flight while the sender prepares the next and the receiver unflattens the ones that
+    landed. Every rank builds its groups at the same point (after the layout broadcast). On accelerators each bucket passes through one device buffer.
     """
 
     def __init__(self, dist: Any, layout: Any, src: int) -> None:
@@ -68,6 +70,10 @@ class _Buckets:
         self.sizes = [entries[m[0]][4] if len(m) == 1 else layout.bucket_bytes(b) for b, m in enumerate(self.members)]
         largest = max(self.sizes, default=0)
         self.stage = None if self.device.type == "cpu" else torch.empty(largest, dtype=torch.uint8, device=self.device)
+        # Separate gloo groups are separate connections and worker threads: buckets striped over
+        # them travel in parallel instead of queueing behind one another on one socket.
+        streams = _STREAMS if self.device.type == "cpu" else 1
+        self.groups = [None] + [dist.new_group(backend="gloo") for _ in range(streams - 1)]
 
     def flat_view(self, flat: torch.Tensor, b: int) -> torch.Tensor:
         offset = self.layout.bucket_offset(b)
@@ -86,9 +92,23 @@ class _Buckets:
                 stage.copy_(view_of(b))
                 self.dist.broadcast(stage, src=self.src)
             return
-        works = [self.dist.broadcast(view_of(b), src=self.src, async_op=True) for b in buckets]
+        lanes = self._lanes(buckets)
+        works = [self._start(view_of(b), lane) for b, lane in zip(buckets, lanes)]
         for work in works:
             work.wait()
+
+    def _lanes(self, buckets: list[int]) -> list[int]:
+        """The group of each bucket: the one with the fewest bytes queued so far (same on every rank)."""
+        queued = [0] * len(self.groups)
+        lanes = []
+        for b in buckets:
+            lane = queued.index(min(queued))
+            queued[lane] += self.sizes[b]
+            lanes.append(lane)
+        return lanes
+
+    def _start(self, tensor: torch.Tensor, lane: int) -> Any:
+        return self.dist.broadcast(tensor, src=self.src, group=self.groups[lane], async_op=True)
 
     def receive(self, buckets: list[int], view_of: Callable[[int], torch.Tensor], landed: Callable[[int], None]) -> None:
         """Receives ``buckets`` into ``view_of(b)``, calling ``landed(b)`` as each one completes."""
@@ -100,7 +120,8 @@ class _Buckets:
                 view_of(b).copy_(stage)
                 landed(b)
             return
-        works = [self.dist.broadcast(view_of(b), src=self.src, async_op=True) for b in buckets]
+        lanes = self._lanes(buckets)
+        works = [self._start(view_of(b), lane) for b, lane in zip(buckets, lanes)]
         for b, work in zip(buckets, works):
             work.wait()
             landed(b)
@@ -127,8 +148,7 @@ class DistPublisherEndpoint:
             )
         self.config, self.layout = config, layout
         self.address = f"rank{config.src_rank}"
-        self._buckets = _Buckets(dist, layout, config.src_rank)
-        pin = self._buckets.device.type != "cpu"
+        pin = _comm_device(dist).type != "cpu"
         # Zero-filled: the alignment gaps between tensors are never written and must compare equal.
         self._staging = torch.zeros(layout.total_bytes, dtype=torch.uint8, pin_memory=pin)
         self._sent = torch.zeros_like(self._staging) if config.changed_only else None
@@ -136,6 +156,8 @@ class DistPublisherEndpoint:
         self._version = -1
         self._stored = [getattr(torch, entry[1]) for entry in layout.entries()]
         dist.broadcast_object_list([{"layout": layout_text, "bucket_bytes": config.bucket_bytes}], src=config.src_rank)
+        # After the layout broadcast: subscribers build theirs (and its process groups) only then.
+        self._buckets = _Buckets(dist, layout, config.src_rank)
 
     def publish(self, tensors: list, version: int) -> int:
         if version < 0:
