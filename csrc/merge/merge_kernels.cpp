@@ -267,7 +267,7 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
   char* out_bytes = static_cast<char*>(out.data);
   int64_t out_size = dtype_size(out.dtype);
   parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
-    std::vector<float> fb(base ? kBlock : 0), fm(kBlock), fo(kBlock);
+    std::vector<float> fb(base ? kBlock : 0), fo(kBlock);
     std::vector<float> storage(static_cast<size_t>(count * kBlock));
     std::vector<float*> deltas(static_cast<size_t>(count));
     for (int i = 0; i < count; ++i) deltas[static_cast<size_t>(i)] = storage.data() + i * kBlock;
@@ -282,8 +282,9 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
       for (int i = 0; i < count; ++i) {
         const TensorView& m = models[static_cast<size_t>(i)];
         float* d = deltas[static_cast<size_t>(i)];
-        load_as_f32(element_ptr(m, start), m.dtype, fm.data(), static_cast<size_t>(len));
-        kernels.subtract(fm.data(), base_block, len, d);
+        // Converted straight into the delta buffer; the base is taken off in place.
+        load_as_f32(element_ptr(m, start), m.dtype, d, static_cast<size_t>(len));
+        if (base_block) kernels.subtract(d, base_block, len, d);
         if (options.sparsify == Sparsify::Magnitude) {
           apply_trim(trims[static_cast<size_t>(i)], b, d, len, kernels);
         } else if (options.sparsify == Sparsify::Random) {
