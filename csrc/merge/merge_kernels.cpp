@@ -79,13 +79,15 @@ void for_each_delta_block(const TensorView* base, const TensorView& model, Init&
   int64_t blocks = (n + kBlock - 1) / kBlock;
   const BlockKernels& kernels = block_kernels();
   parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
-    std::vector<float> fb(base ? kBlock : 0), fm(kBlock), delta(kBlock);
+    std::vector<float> fb(base ? kBlock : 0), delta(kBlock);
     auto state = init();
     for (int64_t b = first; b < last; ++b) {
       int64_t start = b * kBlock, len = std::min(kBlock, n - start);
-      if (base) load_as_f32(element_ptr(*base, start), base->dtype, fb.data(), static_cast<size_t>(len));
-      load_as_f32(element_ptr(model, start), model.dtype, fm.data(), static_cast<size_t>(len));
-      kernels.subtract(fm.data(), base ? fb.data() : nullptr, len, delta.data());
+      load_as_f32(element_ptr(model, start), model.dtype, delta.data(), static_cast<size_t>(len));
+      if (base) {
+        load_as_f32(element_ptr(*base, start), base->dtype, fb.data(), static_cast<size_t>(len));
+        kernels.subtract(delta.data(), fb.data(), len, delta.data());
+      }
       fn(state, b, delta.data(), len);
     }
     finish(state);
@@ -115,7 +117,7 @@ struct TrimPlan {
   uint32_t threshold = 0;
   int64_t ties_kept = 0;
   bool all_ties = true;
-  std::vector<int64_t> ties_before;  // per block: equal entries in earlier blocks
+  std::vector<int64_t> ties_before;  // per block: equal entries in earlier blocks (then the total)
 };
 
 TrimPlan plan_trim(const TensorView* base, const TensorView& model, double density) {
@@ -136,7 +138,7 @@ TrimPlan plan_trim(const TensorView* base, const TensorView& model, double densi
   plan.all_ties = plan.ties_kept >= t.equal;
   if (!plan.all_ties) {
     int64_t blocks = (n + kBlock - 1) / kBlock;
-    plan.ties_before.assign(static_cast<size_t>(blocks), 0);
+    plan.ties_before.assign(static_cast<size_t>(blocks) + 1, 0);
     uint32_t threshold = plan.threshold;
     for_each_delta_block(base, model, [] { return 0; }, [&](int&, int64_t b, const float* d, int64_t len) {
       int64_t equal = 0;
@@ -163,9 +165,18 @@ void apply_trim(const TrimPlan& plan, int64_t block, float* d, int64_t len, cons
     kernels.trim(d, len, plan.threshold, true);
     return;
   }
-  // Only the first ties_kept entries equal to the threshold (in index order) survive: note them,
-  // trim strictly, then put them back.
+  // Only the first ties_kept entries equal to the threshold (in index order) survive. A block whose
+  // equal entries are all before (or all past) that rank is one vector trim; only the block holding
+  // the cut notes its kept entries, trims strictly, then puts them back.
   int64_t rank = plan.ties_before[static_cast<size_t>(block)];
+  if (plan.ties_before[static_cast<size_t>(block) + 1] <= plan.ties_kept) {
+    kernels.trim(d, len, plan.threshold, true);
+    return;
+  }
+  if (rank >= plan.ties_kept) {
+    kernels.trim(d, len, plan.threshold, false);
+    return;
+  }
   std::vector<std::pair<int64_t, float>> kept;
   for (int64_t j = 0; j < len && rank < plan.ties_kept; ++j) {
     if (magnitude_bits(d[j]) == plan.threshold) {
