@@ -219,10 +219,16 @@ MagnitudeThreshold kth_magnitude(const TensorView* base, const TensorView& model
   for_each_delta_block(
       base, model, new_hist,
       [high_bin = high_bin](std::vector<int64_t>& hist, int64_t, const float* d, int64_t len) {
+        // Gathers the bin's entries without branches first: whether an entry falls in the bin is
+        // close to a coin flip when the bin is large, and a branch on it is mispredicted.
+        uint16_t picked[kBlock];
+        int64_t m = 0;
         for (int64_t j = 0; j < len; ++j) {
           uint32_t bits = magnitude_bits(d[j]);
-          if ((bits >> 16) == high_bin) ++hist[bits & 0xffffu];
+          picked[m] = static_cast<uint16_t>(bits & 0xffffu);
+          m += (bits >> 16) == high_bin;
         }
+        for (int64_t j = 0; j < m; ++j) ++hist[picked[j]];
       },
       fold_into(low));
   auto [low_bin, above] = select_bin(low, k, above_high);
