@@ -201,6 +201,28 @@ def test_bit_identical_across_threads_and_isas(method):
         assert torch.equal(r, results[0])
 
 
+# Model counts with their own unrolled block loop (1 to 4) and the general loop (5, 6) agree with the
+# reference and give the same bits on every ISA path.
+@pytest.mark.parametrize("method", ["linear", "task_arithmetic"])
+@pytest.mark.parametrize("count", [1, 2, 4, 5, 6])
+def test_model_counts(method, count):
+    base, models = _inputs((4099 + 5,), [torch.bfloat16] * count, seed=count)
+    weights = [0.5 + 0.25 * i for i in range(count)]
+    normalize = get_method(method).default_normalize
+    results = []
+    try:
+        for isa in pangu_core.available_isas():
+            pangu_core.set_isa(isa)
+            results.append(merge_tensor(method, models, base=base, weights=weights, lambda_=0.7,
+                                        out_dtype=torch.float32))
+    finally:
+        pangu_core.reset_isa()
+    ref, scale = reference(method, models, base, weights, [1.0] * count, 0.7, normalize)
+    assert_close(results[0], ref, scale)
+    for r in results[1:]:
+        assert torch.equal(r, results[0])
+
+
 # DARE seeds and tensor ids change the pattern; the same ones reproduce it.
 def test_dare_seed_and_tensor_id():
     base, models = _inputs((5000,), [torch.float32], seed=2)

@@ -1,11 +1,19 @@
 // Block routines of the merge kernels, written once as plain loops and compiled once per ISA file
 // (merge_kernels.cpp, merge_kernels_avx2.cpp, merge_kernels_avx512.cpp) so the compiler vectorises
 // them at that width. Only float adds/multiplies in a fixed
-// order per element, so every path gives the same bits (no FMA contraction: see the ISA files).
+// order per element, so every path gives the same bits (no FMA contraction: see the pragma below).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+
+// GCC contracts a * b + c into one FMA where the target has it, even in ISO C++ mode, and that
+// rounds differently from the baseline path: every path here rounds each product on its own.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 // Anonymous namespace: each ISA file gets its own copy (no ODR merge across different flags).
 namespace pangu::merge {
@@ -14,9 +22,14 @@ namespace block_impl {
 
 constexpr int64_t kBlockMax = 4096;  // = kBlock in merge_kernels.h; combine's scratch lives on the stack
 
-inline int64_t count_nonfinite(const float* x, int64_t len) {
-  int64_t bad = 0;
-  for (int64_t j = 0; j < len; ++j) bad += !std::isfinite(x[j]);
+// Counts NaN and infinite entries from the exponent bits: integer compares vectorise everywhere.
+inline int64_t count_nonfinite(const float* __restrict x, int64_t len) {
+  int32_t bad = 0;  // len <= kBlockMax
+  for (int64_t j = 0; j < len; ++j) {
+    uint32_t bits;
+    __builtin_memcpy(&bits, &x[j], 4);
+    bad += (bits & 0x7f800000u) == 0x7f800000u;
+  }
   return bad;
 }
 
@@ -60,53 +73,104 @@ inline int64_t blend(const float* a, const float* b, float ca, float cb, int64_t
   return count_nonfinite(out, len);
 }
 
-inline int64_t combine(const float* base, float* const* deltas, const double* weights, int models, int64_t len,
-                       bool sign_consensus, bool normalize, float lambda, float* out) {
-  // Weighted deltas in place: v_i = w_i * d_i.
-  for (int i = 0; i < models; ++i) {
-    float w = static_cast<float>(weights[i]);
-    float* d = deltas[i];
-    for (int64_t j = 0; j < len; ++j) d[j] = w * d[j];
+// sum_i w_i * d_i (added in index order from 0.0f), times scale, plus base: one pass over the block
+// for a fixed model count, whose inner loop unrolls away.
+template <int M, bool kBase>
+inline void mix_fixed(const float* base, float* const* deltas, const double* weights, int64_t len, float scale,
+                      float* __restrict out) {
+  const float* __restrict d0 = deltas[0];
+  const float* __restrict d1 = deltas[M > 1 ? 1 : 0];
+  const float* __restrict d2 = deltas[M > 2 ? 2 : 0];
+  const float* __restrict d3 = deltas[M > 3 ? 3 : 0];
+  const float* __restrict b = base;
+  float w0 = static_cast<float>(weights[0]);
+  float w1 = static_cast<float>(weights[M > 1 ? 1 : 0]);
+  float w2 = static_cast<float>(weights[M > 2 ? 2 : 0]);
+  float w3 = static_cast<float>(weights[M > 3 ? 3 : 0]);
+  for (int64_t j = 0; j < len; ++j) {
+    float m = 0.0f;
+    m += w0 * d0[j];
+    if (M > 1) m += w1 * d1[j];
+    if (M > 2) m += w2 * d2[j];
+    if (M > 3) m += w3 * d3[j];
+    out[j] = kBase ? b[j] + m * scale : m * scale;
   }
+}
+
+template <bool kBase>
+inline bool mix_small(const float* base, float* const* deltas, const double* weights, int models, int64_t len,
+                      float scale, float* out) {
+  switch (models) {
+    case 1: mix_fixed<1, kBase>(base, deltas, weights, len, scale, out); return true;
+    case 2: mix_fixed<2, kBase>(base, deltas, weights, len, scale, out); return true;
+    case 3: mix_fixed<3, kBase>(base, deltas, weights, len, scale, out); return true;
+    case 4: mix_fixed<4, kBase>(base, deltas, weights, len, scale, out); return true;
+    default: return false;
+  }
+}
+
+// Every loop runs over the whole block with one model or one stream at a time (restrict pointers,
+// no inner loop over models), so each is straight vector code; per element the models are still
+// added in index order from 0.0f, and v_i = w_i * d_i is rounded before it is added (no FMA).
+inline int64_t combine(const float* base, float* const* deltas, const double* weights, int models, int64_t len,
+                       bool sign_consensus, bool normalize, float lambda, float* out_block) {
+  float* __restrict out = out_block;
   if (!sign_consensus) {
     float divisor = 0.0f;
     for (int i = 0; i < models; ++i) divisor += static_cast<float>(weights[i]);
     float scale = lambda;
     if (normalize) scale = std::fabs(divisor) < 1e-8f ? lambda : lambda / divisor;
-    for (int64_t j = 0; j < len; ++j) {
-      float mixed = 0.0f;
-      for (int i = 0; i < models; ++i) mixed += deltas[i][j];
-      out[j] = mixed * scale;
-    }
-  } else {
-    // Model-outer loops over the block so each runs as straight vector code; the per-element sums
-    // still add the models in index order, as the reference does.
-    float total[kBlockMax], mixed[kBlockMax], divisor[kBlockMax];
-    for (int64_t j = 0; j < len; ++j) total[j] = 0.0f, mixed[j] = 0.0f, divisor[j] = 0.0f;
+    bool done = base != nullptr ? mix_small<true>(base, deltas, weights, models, len, scale, out)
+                                : mix_small<false>(base, deltas, weights, models, len, scale, out);
+    if (done) return count_nonfinite(out, len);
+    for (int64_t j = 0; j < len; ++j) out[j] = 0.0f;
     for (int i = 0; i < models; ++i) {
-      const float* v = deltas[i];
-      for (int64_t j = 0; j < len; ++j) total[j] += v[j];
-    }
-    for (int64_t j = 0; j < len; ++j) total[j] = total[j] >= 0.0f ? 1.0f : -1.0f;  // the elected sign
-    for (int i = 0; i < models; ++i) {
-      const float* __restrict v = deltas[i];
+      const float* __restrict d = deltas[i];
       float w = static_cast<float>(weights[i]);
-      for (int64_t j = 0; j < len; ++j) {
-        // v * sign is exactly +-v, so its sign says whether v agrees (zero never does). Selects, not
-        // branches: half of them would be mispredicted.
-        float agree = v[j] * total[j] > 0.0f ? 1.0f : 0.0f;
-        mixed[j] += agree * v[j];
-        divisor[j] += agree * w;
-      }
+      for (int64_t j = 0; j < len; ++j) out[j] += w * d[j];
     }
+    if (base != nullptr) {
+      const float* __restrict b = base;
+      for (int64_t j = 0; j < len; ++j) out[j] = b[j] + out[j] * scale;
+    } else {
+      for (int64_t j = 0; j < len; ++j) out[j] = out[j] * scale;
+    }
+    return count_nonfinite(out, len);
+  }
+  // Weighted deltas in place (v_i = w_i * d_i) and their sum, whose sign is the elected one.
+  alignas(64) float total[kBlockMax], divisor[kBlockMax];
+  float* __restrict sum = total;
+  float* __restrict div = divisor;
+  for (int64_t j = 0; j < len; ++j) sum[j] = 0.0f, out[j] = 0.0f, div[j] = 0.0f;
+  for (int i = 0; i < models; ++i) {
+    float* __restrict v = deltas[i];
+    float w = static_cast<float>(weights[i]);
     for (int64_t j = 0; j < len; ++j) {
-      float m = mixed[j];
-      if (normalize) m = std::fabs(divisor[j]) < 1e-8f ? m : m / divisor[j];
-      out[j] = m * lambda;
+      float x = w * v[j];
+      v[j] = x;
+      sum[j] += x;
     }
   }
+  for (int64_t j = 0; j < len; ++j) sum[j] = sum[j] >= 0.0f ? 1.0f : -1.0f;
+  for (int i = 0; i < models; ++i) {
+    const float* __restrict v = deltas[i];
+    float w = static_cast<float>(weights[i]);
+    for (int64_t j = 0; j < len; ++j) {
+      // v * sign is exactly +-v, so its sign says whether v agrees (zero never does). Selects, not
+      // branches: half of them would be mispredicted.
+      float agree = v[j] * sum[j] > 0.0f ? 1.0f : 0.0f;
+      out[j] += agree * v[j];
+      div[j] += agree * w;
+    }
+  }
+  if (normalize) {
+    for (int64_t j = 0; j < len; ++j) out[j] = std::fabs(div[j]) < 1e-8f ? out[j] : out[j] / div[j];
+  }
   if (base != nullptr) {
-    for (int64_t j = 0; j < len; ++j) out[j] = base[j] + out[j];
+    const float* __restrict b = base;
+    for (int64_t j = 0; j < len; ++j) out[j] = b[j] + out[j] * lambda;
+  } else {
+    for (int64_t j = 0; j < len; ++j) out[j] = out[j] * lambda;
   }
   return count_nonfinite(out, len);
 }

@@ -79,13 +79,15 @@ void for_each_delta_block(const TensorView* base, const TensorView& model, Init&
   int64_t blocks = (n + kBlock - 1) / kBlock;
   const BlockKernels& kernels = block_kernels();
   parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
-    std::vector<float> fb(base ? kBlock : 0), fm(kBlock), delta(kBlock);
+    std::vector<float> fb(base ? kBlock : 0), delta(kBlock);
     auto state = init();
     for (int64_t b = first; b < last; ++b) {
       int64_t start = b * kBlock, len = std::min(kBlock, n - start);
-      if (base) load_as_f32(element_ptr(*base, start), base->dtype, fb.data(), static_cast<size_t>(len));
-      load_as_f32(element_ptr(model, start), model.dtype, fm.data(), static_cast<size_t>(len));
-      kernels.subtract(fm.data(), base ? fb.data() : nullptr, len, delta.data());
+      load_as_f32(element_ptr(model, start), model.dtype, delta.data(), static_cast<size_t>(len));
+      if (base) {
+        load_as_f32(element_ptr(*base, start), base->dtype, fb.data(), static_cast<size_t>(len));
+        kernels.subtract(delta.data(), fb.data(), len, delta.data());
+      }
       fn(state, b, delta.data(), len);
     }
     finish(state);
@@ -115,7 +117,7 @@ struct TrimPlan {
   uint32_t threshold = 0;
   int64_t ties_kept = 0;
   bool all_ties = true;
-  std::vector<int64_t> ties_before;  // per block: equal entries in earlier blocks
+  std::vector<int64_t> ties_before;  // per block: equal entries in earlier blocks (then the total)
 };
 
 TrimPlan plan_trim(const TensorView* base, const TensorView& model, double density) {
@@ -136,7 +138,7 @@ TrimPlan plan_trim(const TensorView* base, const TensorView& model, double densi
   plan.all_ties = plan.ties_kept >= t.equal;
   if (!plan.all_ties) {
     int64_t blocks = (n + kBlock - 1) / kBlock;
-    plan.ties_before.assign(static_cast<size_t>(blocks), 0);
+    plan.ties_before.assign(static_cast<size_t>(blocks) + 1, 0);
     uint32_t threshold = plan.threshold;
     for_each_delta_block(base, model, [] { return 0; }, [&](int&, int64_t b, const float* d, int64_t len) {
       int64_t equal = 0;
@@ -163,9 +165,18 @@ void apply_trim(const TrimPlan& plan, int64_t block, float* d, int64_t len, cons
     kernels.trim(d, len, plan.threshold, true);
     return;
   }
-  // Only the first ties_kept entries equal to the threshold (in index order) survive: note them,
-  // trim strictly, then put them back.
+  // Only the first ties_kept entries equal to the threshold (in index order) survive. A block whose
+  // equal entries are all before (or all past) that rank is one vector trim; only the block holding
+  // the cut notes its kept entries, trims strictly, then puts them back.
   int64_t rank = plan.ties_before[static_cast<size_t>(block)];
+  if (plan.ties_before[static_cast<size_t>(block) + 1] <= plan.ties_kept) {
+    kernels.trim(d, len, plan.threshold, true);
+    return;
+  }
+  if (rank >= plan.ties_kept) {
+    kernels.trim(d, len, plan.threshold, false);
+    return;
+  }
   std::vector<std::pair<int64_t, float>> kept;
   for (int64_t j = 0; j < len && rank < plan.ties_kept; ++j) {
     if (magnitude_bits(d[j]) == plan.threshold) {
@@ -208,10 +219,16 @@ MagnitudeThreshold kth_magnitude(const TensorView* base, const TensorView& model
   for_each_delta_block(
       base, model, new_hist,
       [high_bin = high_bin](std::vector<int64_t>& hist, int64_t, const float* d, int64_t len) {
+        // Gathers the bin's entries without branches first: whether an entry falls in the bin is
+        // close to a coin flip when the bin is large, and a branch on it is mispredicted.
+        uint16_t picked[kBlock];
+        int64_t m = 0;
         for (int64_t j = 0; j < len; ++j) {
           uint32_t bits = magnitude_bits(d[j]);
-          if ((bits >> 16) == high_bin) ++hist[bits & 0xffffu];
+          picked[m] = static_cast<uint16_t>(bits & 0xffffu);
+          m += (bits >> 16) == high_bin;
         }
+        for (int64_t j = 0; j < m; ++j) ++hist[picked[j]];
       },
       fold_into(low));
   auto [low_bin, above] = select_bin(low, k, above_high);
@@ -267,7 +284,7 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
   char* out_bytes = static_cast<char*>(out.data);
   int64_t out_size = dtype_size(out.dtype);
   parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
-    std::vector<float> fb(base ? kBlock : 0), fm(kBlock), fo(kBlock);
+    std::vector<float> fb(base ? kBlock : 0), fo(kBlock);
     std::vector<float> storage(static_cast<size_t>(count * kBlock));
     std::vector<float*> deltas(static_cast<size_t>(count));
     for (int i = 0; i < count; ++i) deltas[static_cast<size_t>(i)] = storage.data() + i * kBlock;
@@ -282,8 +299,9 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
       for (int i = 0; i < count; ++i) {
         const TensorView& m = models[static_cast<size_t>(i)];
         float* d = deltas[static_cast<size_t>(i)];
-        load_as_f32(element_ptr(m, start), m.dtype, fm.data(), static_cast<size_t>(len));
-        kernels.subtract(fm.data(), base_block, len, d);
+        // Converted straight into the delta buffer; the base is taken off in place.
+        load_as_f32(element_ptr(m, start), m.dtype, d, static_cast<size_t>(len));
+        if (base_block) kernels.subtract(d, base_block, len, d);
         if (options.sparsify == Sparsify::Magnitude) {
           apply_trim(trims[static_cast<size_t>(i)], b, d, len, kernels);
         } else if (options.sparsify == Sparsify::Random) {

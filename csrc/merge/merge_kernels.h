@@ -72,7 +72,7 @@ struct BlockKernels {
   int64_t (*combine)(const float* base, float* const* deltas, const double* weights, int models, int64_t len,
                      bool sign_consensus, bool normalize, float lambda, float* out);
   // deltas[j] = model[j] - base[j] (base may be null: copy).
-  void (*subtract)(const float* model, const float* base, int64_t len, float* delta);
+  void (*subtract)(const float* model, const float* base, int64_t len, float* delta);  // delta may be model
   // DARE drop and rescale of one block whose first element has global index first_index.
   void (*drop)(float* delta, int64_t len, uint64_t key, uint64_t first_index, float density);
   // Zeroes entries with |delta| below the threshold bit pattern (equal ones too unless keep_equal).

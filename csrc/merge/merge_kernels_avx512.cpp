@@ -1,6 +1,6 @@
 // The merge block routines compiled with avx512 flags (see CMakeLists.txt). The code is the shared
-// plain-loop source; ISO C++ mode keeps floating-point contraction off, so no FMA changes the bits
-// relative to the scalar path.
+// plain-loop source, which turns floating-point contraction off, so no FMA changes the bits relative
+// to the scalar path.
 #include "merge/merge_block_impl.h"
 #include "merge/merge_kernels.h"
 
