@@ -54,3 +54,20 @@ def test_a_small_run_writes_checkpoint_eval_json_and_plot(tmp_path, capsys):
     assert (tmp_path / "out" / "eval.png").is_file() and (tmp_path / "out" / "checkpoint" / "model.safetensors").is_file()
     assert result["train"]["steps"] == 3
     assert json.loads(capsys.readouterr().out)["accuracy"] == result["accuracy"]
+
+
+def test_level_weights_set_how_many_problems_each_level_gets():
+    config = SFTRunConfig(train_problems=101, levels=(1, 2, 3), level_weights=(1, 3, 0))
+    counts = sft_cli.level_counts(config)
+    assert counts[3] == 0 and sum(counts.values()) == 101 and counts[2] in (75, 76)
+    pairs = sft_cli.build_training_pairs(config)
+    assert len(pairs) == 101 and not any(prompt.count("+") + prompt.count("-") == 2 for prompt, _, _ in pairs)
+    # Without weights the levels are even.
+    even = sft_cli.level_counts(SFTRunConfig(train_problems=10, levels=(1, 2)))
+    assert even == {1: 5, 2: 5}
+    with pytest.raises(ValueError, match="level_weights"):
+        SFTRunConfig(levels=(1, 2), level_weights=(1,))
+    with pytest.raises(ValueError, match="level_weights"):
+        SFTRunConfig(levels=(1, 2), level_weights=(0, 0))
+    with pytest.raises(ValueError, match="level_weights"):
+        SFTRunConfig(levels=(1, 2), level_weights=(1, -1))

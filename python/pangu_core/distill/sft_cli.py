@@ -38,6 +38,7 @@ class SFTRunConfig:
     model_size: str = "nano"
     train_problems: int = 20000
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
+    level_weights: tuple[float, ...] = ()
     fast_fraction: float = 0.4
     test_per_level: int = 100
     test_share: float = 0.2
@@ -53,6 +54,7 @@ class SFTRunConfig:
         from pangu_core.tasks.model import SIZES
 
         object.__setattr__(self, "levels", tuple(self.levels))
+        object.__setattr__(self, "level_weights", tuple(self.level_weights))
         problems = []
         for name, cls in (("trainer", SFTConfig), ("eval", EvalConfig)):
             value = getattr(self, name)
@@ -71,6 +73,13 @@ class SFTRunConfig:
                 problems.append(f"{name}: expected an int >= {low}, got {value!r}")
         if not self.levels or any(level not in LEVELS for level in self.levels):
             problems.append(f"levels: expected a non-empty list of values in {LEVELS}, got {self.levels!r}")
+        if self.level_weights and (
+            len(self.level_weights) != len(self.levels)
+            or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in self.level_weights)
+            or not sum(self.level_weights) > 0
+        ):
+            problems.append(f"level_weights: expected one number >= 0 per level (not all 0) or an empty list, "
+                            f"got {self.level_weights!r} for levels {self.levels!r}")
         if not isinstance(self.fast_fraction, (int, float)) or not 0.0 <= self.fast_fraction <= 1.0:
             problems.append(f"fast_fraction: expected a number in [0, 1], got {self.fast_fraction!r}")
         if not isinstance(self.test_share, (int, float)) or not 0.0 < self.test_share < 1.0:
@@ -94,12 +103,30 @@ def load_run_config(path: str | Path) -> SFTRunConfig:
     return config_from_dict(SFTRunConfig, data)
 
 
+def level_counts(config: SFTRunConfig) -> dict[int, int]:
+    """Training problems per level: ``train_problems`` split by ``level_weights`` (evenly without them)."""
+    weights = config.level_weights or (1.0,) * len(config.levels)
+    total = sum(weights)
+    counts = {level: int(config.train_problems * w / total) for level, w in zip(config.levels, weights)}
+    # Hand the rounding remainder to the heaviest levels so the counts add up to train_problems.
+    by_weight = sorted(zip(config.levels, weights), key=lambda lw: -lw[1])
+    for i in range(config.train_problems - sum(counts.values())):
+        counts[by_weight[i % len(by_weight)][0]] += 1
+    return counts
+
+
 def build_training_pairs(config: SFTRunConfig) -> list[tuple[str, str, str]]:
     """(prompt, mode, teacher response) for each generated train problem; the mode is drawn per problem."""
     from pangu_core.tasks.math_tasks import generate_math_tasks
     from pangu_core.tasks.teacher import teacher_response
 
-    tasks = generate_math_tasks(config.train_problems, config.levels, "train", config.data_seed, config.test_share)
+    if config.level_weights:
+        # Each level's generator is seeded on its own, so per-level calls give the same problems
+        # as one balanced call would; the trainer shuffles, so their order does not matter.
+        tasks = [task for level, count in level_counts(config).items() if count
+                 for task in generate_math_tasks(count, [level], "train", config.data_seed, config.test_share)]
+    else:
+        tasks = generate_math_tasks(config.train_problems, config.levels, "train", config.data_seed, config.test_share)
     rng = random.Random(f"pangu-modes:{config.data_seed}")
     pairs = []
     for task in tasks:
