@@ -81,9 +81,8 @@ py::dict to_dict(const AttentionShape& s, const Tiling& t, const HardwareSpec& h
   return d;
 }
 
-py::dict plan(int64_t batch, int64_t heads, int64_t kv_heads, int64_t q_len, int64_t kv_len, int64_t head_dim,
-              bool causal, std::optional<std::vector<int64_t>> kv_lens, int64_t elem_bytes, int64_t ub, int64_t l1,
-              int64_t l0a, int64_t l0b, int64_t l0c, int64_t cores) {
+AttentionShape make_shape(int64_t batch, int64_t heads, int64_t kv_heads, int64_t q_len, int64_t kv_len,
+                          int64_t head_dim, bool causal, const std::optional<std::vector<int64_t>>& kv_lens) {
   AttentionShape s;
   s.batch = batch;
   s.heads = heads;
@@ -92,8 +91,15 @@ py::dict plan(int64_t batch, int64_t heads, int64_t kv_heads, int64_t q_len, int
   s.kv_len = kv_len;
   s.head_dim = head_dim;
   s.causal = causal;
-  s.elem_bytes = elem_bytes;
   if (kv_lens) s.kv_lens = *kv_lens;
+  return s;
+}
+
+py::dict plan(int64_t batch, int64_t heads, int64_t kv_heads, int64_t q_len, int64_t kv_len, int64_t head_dim,
+              bool causal, std::optional<std::vector<int64_t>> kv_lens, int64_t elem_bytes, int64_t ub, int64_t l1,
+              int64_t l0a, int64_t l0b, int64_t l0c, int64_t cores) {
+  AttentionShape s = make_shape(batch, heads, kv_heads, q_len, kv_len, head_dim, causal, kv_lens);
+  s.elem_bytes = elem_bytes;
   HardwareSpec hw = make_spec(ub, l1, l0a, l0b, l0c, cores);
   Tiling t = ascend::plan_tiling(s, hw);
   return to_dict(s, t, hw);
@@ -102,15 +108,7 @@ py::dict plan(int64_t batch, int64_t heads, int64_t kv_heads, int64_t q_len, int
 // The kernel's device record for a plan, field by field (core_begin cut to the launched cores).
 py::dict kernel_record(int64_t batch, int64_t heads, int64_t kv_heads, int64_t q_len, int64_t kv_len, int64_t head_dim,
                        bool causal, std::optional<std::vector<int64_t>> kv_lens, double scale, int64_t cores) {
-  AttentionShape s;
-  s.batch = batch;
-  s.heads = heads;
-  s.kv_heads = kv_heads;
-  s.q_len = q_len;
-  s.kv_len = kv_len;
-  s.head_dim = head_dim;
-  s.causal = causal;
-  if (kv_lens) s.kv_lens = *kv_lens;
+  AttentionShape s = make_shape(batch, heads, kv_heads, q_len, kv_len, head_dim, causal, kv_lens);
   HardwareSpec hw;
   hw.num_cores = cores;
   Tiling t = ascend::plan_tiling(s, hw);
