@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pangu_core.tasks.dataset import Task
-from pangu_core.tasks.math_tasks import LEVELS, SPLITS, in_test_split
+from pangu_core.tasks.math_tasks import LEVELS, check_generation_args, in_test_split
 
 
 def _add_k(rng: random.Random) -> Task:
@@ -144,17 +144,7 @@ FAMILIES: dict[int, tuple[Callable[[random.Random], Task], ...]] = {
 def generate_code_tasks(count: int, levels: Sequence[int] = LEVELS, split: str = "train", seed: int = 0,
                         test_share: float = 0.2) -> list[Task]:
     """``count`` unique problems, round robin over ``levels``, from one split (fewer if a level runs out)."""
-    problems = []
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        problems.append(f"count: expected an int >= 0, got {count!r}")
-    if not isinstance(levels, (tuple, list)) or not levels or any(level not in LEVELS for level in levels):
-        problems.append(f"levels: expected a non-empty list of values in {LEVELS}, got {levels!r}")
-    if split not in SPLITS:
-        problems.append(f"split: expected one of {SPLITS}, got {split!r}")
-    if not isinstance(test_share, (int, float)) or not 0.0 < test_share < 1.0:
-        problems.append(f"test_share: expected a float in (0, 1), got {test_share!r}")
-    if problems:
-        raise ValueError("; ".join(problems))
+    levels = check_generation_args(count, levels, split, test_share)
     out: list[Task] = []
     seen: set[str] = set()
     rngs = {level: random.Random(f"pangu-code:{seed}:{level}:{split}") for level in levels}

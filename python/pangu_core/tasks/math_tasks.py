@@ -181,6 +181,26 @@ def _within_bounds(expression: str) -> bool:
     return all(0 <= step.result <= MAX_VALUE for step in arithmetic_steps(expression))
 
 
+def check_generation_args(count: object, levels: object, split: object, test_share: object) -> tuple[int, ...]:
+    """Validates the arguments every task generator takes; returns ``levels`` as a tuple.
+
+    Raises one ValueError naming every bad argument.
+    """
+    problems = []
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        problems.append(f"count: expected an int >= 0, got {count!r}")
+    levels = tuple(levels) if isinstance(levels, (tuple, list)) else levels
+    if not isinstance(levels, tuple) or not levels or any(level not in LEVELS for level in levels):
+        problems.append(f"levels: expected a non-empty list of values in {LEVELS}, got {levels!r}")
+    if split not in SPLITS:
+        problems.append(f"split: expected one of {SPLITS}, got {split!r}")
+    if not isinstance(test_share, (int, float)) or not 0.0 < test_share < 1.0:
+        problems.append(f"test_share: expected a float in (0, 1), got {test_share!r}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return levels
+
+
 def generate_math_tasks(
     count: int,
     levels: tuple[int, ...] | list[int] = LEVELS,
@@ -195,18 +215,7 @@ def generate_math_tasks(
     test split, False for train) drops repeated prompts; level 1 has only 155 distinct problems,
     so a unique request may return fewer than asked for that level.
     """
-    problems = []
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        problems.append(f"count: expected an int >= 0, got {count!r}")
-    levels = tuple(levels) if isinstance(levels, (tuple, list)) else levels
-    if not isinstance(levels, tuple) or not levels or any(level not in LEVELS for level in levels):
-        problems.append(f"levels: expected a non-empty list of values in {LEVELS}, got {levels!r}")
-    if split not in SPLITS:
-        problems.append(f"split: expected one of {SPLITS}, got {split!r}")
-    if not isinstance(test_share, (int, float)) or not 0.0 < test_share < 1.0:
-        problems.append(f"test_share: expected a float in (0, 1), got {test_share!r}")
-    if problems:
-        raise ValueError("; ".join(problems))
+    levels = check_generation_args(count, levels, split, test_share)
     unique = split == "test" if unique is None else unique
     want_test = split == "test"
     per_level = [count // len(levels) + (1 if i < count % len(levels) else 0) for i in range(len(levels))]
