@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pangu_core.dual.chat_format import ChatFormat, add_mode_tag, parse_response
+from pangu_core.dual.chat_format import ChatFormat, parse_response, template_prompts
 from pangu_core.dual.response import MODES, ThinkingMarkers
 from pangu_core.tasks.dataset import Task
 
@@ -87,10 +87,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def _prompt_ids(tokenizer, task: Task, mode: str) -> list[int]:
-    messages = [{"role": "user", "content": add_mode_tag(task.prompt, mode)}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+def _prompt_ids(tokenizer, tasks: Sequence[Task], mode: str) -> list[list[int]]:
+    texts = template_prompts(tokenizer, [(task.prompt, mode) for task in tasks])
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 @torch.no_grad()
@@ -152,7 +151,7 @@ def evaluate_model(model, tokenizer, tasks: Sequence[Task], config: EvalConfig =
     for mode in config.modes:
         for start in range(0, len(order), config.batch_size):
             batch = [tasks[i] for i in order[start:start + config.batch_size]]
-            prompts = [_prompt_ids(tokenizer, t, mode) for t in batch]
+            prompts = _prompt_ids(tokenizer, batch, mode)
             outputs = generate(model, tokenizer, prompts, config.max_new_tokens)
             for task, ids in zip(batch, outputs):
                 text = tokenizer.decode(ids, skip_special_tokens=False)

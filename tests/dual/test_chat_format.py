@@ -72,3 +72,24 @@ def test_errors_name_the_argument():
         render_conversation([{"role": "user", "content": 3}])
     with pytest.raises(TypeError, match="text"):
         parse_response(None)
+
+
+def test_template_prompts_match_the_template_item_by_item():
+    from pangu_core.dual.chat_format import template_prompts
+    from pangu_core.tasks.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    items = [("47+38-19", "slow"), ("7+5", "fast"), ("Ann has 3 pens. How many?", "auto"), ("9-4 /no_think", "slow"),
+             ("12+3 /auto_think", "fast"), (" padded ", "slow"), ("", "fast")]
+    expected = [tokenizer.apply_chat_template([{"role": "user", "content": add_mode_tag(text, mode)}],
+                                              tokenize=False, add_generation_prompt=True) for text, mode in items]
+    assert template_prompts(tokenizer, items) == expected
+
+
+def test_template_prompts_fall_back_when_the_template_changes_the_text():
+    from pangu_core.dual.chat_format import template_prompts
+    from pangu_core.tasks.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}[{{ m['content'] | upper }}]{% endfor %}"
+    assert template_prompts(tokenizer, [("ab", "slow"), ("cd", "fast")]) == ["[AB]", "[CD /NO_THINK]"]

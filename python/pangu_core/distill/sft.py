@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pangu_core.dual.chat_format import add_mode_tag
+from pangu_core.dual.chat_format import template_prompts
 
 IGNORE_INDEX = -100
 STATE_FILE = "training_state.pt"
@@ -103,11 +103,7 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str, str]], max_length: i
         raise ValueError("tokenizer: expected a tokenizer with a chat template")
     if tokenizer.eos_token is None:
         raise ValueError("tokenizer: expected an eos_token")
-    prompt_texts = [
-        tokenizer.apply_chat_template([{"role": "user", "content": add_mode_tag(prompt, mode)}], tokenize=False,
-                                      add_generation_prompt=True)
-        for prompt, mode, _ in pairs
-    ]
+    prompt_texts = template_prompts(tokenizer, [(prompt, mode) for prompt, mode, _ in pairs])
     response_texts = [response + tokenizer.eos_token for _, _, response in pairs]
     # One batched call each: the Rust tokenizer is much faster on a list than item by item.
     prompt_ids = tokenizer(prompt_texts, add_special_tokens=False)["input_ids"] if pairs else []

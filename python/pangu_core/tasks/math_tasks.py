@@ -177,10 +177,6 @@ def in_test_split(prompt: str, test_share: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < test_share
 
 
-def _within_bounds(expression: str) -> bool:
-    return all(0 <= step.result <= MAX_VALUE for step in arithmetic_steps(expression))
-
-
 def check_generation_args(count: object, levels: object, split: object, test_share: object) -> tuple[int, ...]:
     """Validates the arguments every task generator takes; returns ``levels`` as a tuple.
 
@@ -229,13 +225,14 @@ def generate_math_tasks(
         while len(found) < wanted and misses < 5000:
             misses += 1
             prompt, expression = _candidate(rng, level)
-            if in_test_split(prompt, test_share) != want_test or not _within_bounds(expression):
+            if in_test_split(prompt, test_share) != want_test or (unique and prompt in seen):
                 continue
-            if unique and prompt in seen:
+            steps = arithmetic_steps(expression)
+            if not all(0 <= step.result <= MAX_VALUE for step in steps):
                 continue
             misses = 0
             seen.add(prompt)
-            found.append(Task(prompt=prompt, reference=str(evaluate(expression)), task_type="math",
+            found.append(Task(prompt=prompt, reference=str(steps[-1].result), task_type="math",
                               difficulty=level, meta={"expression": expression}))
         by_level.append(found)
     # Interleave levels so any prefix of the list is balanced.
