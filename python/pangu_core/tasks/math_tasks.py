@@ -58,11 +58,10 @@ def _tokens(expression: str) -> list[str]:
     return out
 
 
-def arithmetic_steps(expression: str) -> list[Step]:
-    """The steps of evaluating ``expression`` (non-negative integers, + - * / and parentheses).
+def postfix_tokens(expression: str) -> list[str]:
+    """``expression`` (non-negative integers, + - * / and parentheses) in postfix order.
 
-    Steps come in postfix order: left to right, products before sums, parentheses first, which is
-    the order a person works them. Division must be exact. Raises ValueError on malformed input.
+    Raises TypeError / ValueError on malformed input.
     """
     if not isinstance(expression, str):
         raise TypeError(f"expression: expected str, got {type(expression).__name__}")
@@ -98,6 +97,16 @@ def arithmetic_steps(expression: str) -> list[Step]:
         if stack[-1] == "(":
             raise ValueError(f"expression: unbalanced '(' in {expression!r}")
         output.append(stack.pop())
+    return output
+
+
+def arithmetic_steps(expression: str) -> list[Step]:
+    """The steps of evaluating ``expression`` (non-negative integers, + - * / and parentheses).
+
+    Steps come in postfix order: left to right, products before sums, parentheses first, which is
+    the order a person works them. Division must be exact. Raises ValueError on malformed input.
+    """
+    output = postfix_tokens(expression)
     values: list[int] = []
     steps: list[Step] = []
     for token in output:

@@ -1,23 +1,31 @@
 """The programmatic teacher: slow answers that work every step, fast answers that give only the result.
 
 Both use the one response format of :mod:`pangu_core.dual.response`: a thinking block, then the
-final answer in ``\\boxed{}``. A slow answer's thinking writes the problem as an expression when it
-was posed in words, then one line per operation in schoolbook column form, right to left, with carries and borrows::
+final answer in ``\\boxed{}``. A slow answer's thinking first restates the problem as an expression
+in which every number carries a letter label, then works one operation per line: the operands with
+their labels, the schoolbook columns right to left with carries and borrows, and the result under a
+new label::
 
-    <think>47+38: 7+8=15 4+3+1=8 =85
-    85-19: 15-9=6 8-1-1=6 =66
+    <think>a47 b+38 c-19
+    a47 b+38: 7+8=15 4+3+1=8 =d85
+    d85 c-19: 15-9=6 8-1-1=6 =e66
     </think>\\boxed{66}
 
-Single-digit sums, differences and products are written directly (``3+5=8``, ``6*7=42``); other
-products, divisions and negative results are written as one line (``x*y=z``). A fast answer is
-``<think></think>\\boxed{66}``.
+The labels are index hints: a small model finds the next operand by its label (a unique token
+earlier in the thinking) instead of counting characters back to it, which is what it fails at
+without them. A label sits before the operator that precedes its number (``c-19``), so copying
+the operand also copies its sign. Single-digit operations are written as one fact in the same form
+as a column (``a7 b+5: 7+5=12 =c12``); other products, divisions and negative results as one line
+(``a12 b*3 =c36``). A fast answer is ``<think></think>\\boxed{66}``.
 """
 
 from __future__ import annotations
 
+import re
+
 from pangu_core.dual.response import DEFAULT_MARKERS, ThinkingMarkers
 from pangu_core.tasks.dataset import Task
-from pangu_core.tasks.math_tasks import Step, arithmetic_steps
+from pangu_core.tasks.math_tasks import Step, arithmetic_steps, postfix_tokens as _postfix
 
 TEACHER_MODES = ("slow", "fast")
 
@@ -60,15 +68,75 @@ def render_step(step: Step) -> str:
     return f"{head}={step.result}"
 
 
-def slow_thinking(expression: str, restate: bool = False) -> str:
-    """The thinking text (without markers) that works ``expression`` step by step.
+LABELS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_TOKENS = re.compile(r"\d+|[-+*/()]")
 
-    ``restate`` first writes the expression itself (used when the prompt is in words).
+
+def labelled_expression(expression: str) -> str:
+    """``expression`` without spaces, each number labelled in order (``a47 b+38 c-19``).
+
+    A number directly after an operator takes its label before that operator, with a space.
     """
+    out, numbers = [], 0
+    for token in _TOKENS.findall(expression):
+        if token.isdigit():
+            if numbers >= len(LABELS):
+                raise ValueError(f"expression: more than {len(LABELS)} numbers to label in {expression!r}")
+            label = LABELS[numbers]
+            numbers += 1
+            if out and out[-1] in "+-*/":
+                out[-1] = f" {label}{out[-1]}"
+                out.append(token)
+            else:
+                out.append(label + token)
+        else:
+            out.append(token)
+    return "".join(out)
+
+
+def _work(step: Step) -> str:
+    """The working of one operation after its head: columns, one fact, or nothing."""
+    if step.left < 10 and step.right < 10 and step.result >= 0:
+        return f"{step.left}{step.op}{step.right}={step.result}"
+    if step.op == "+":
+        return _column_add(step.left, step.right)
+    if step.op == "-" and step.result >= 0:
+        return _column_subtract(step.left, step.right)
+    return ""
+
+
+def render_step(step: Step) -> str:
+    """One operation worked without labels (``47+38: 7+8=15 4+3+1=8 =85``)."""
+    head, work = f"{step.left}{step.op}{step.right}", _work(step)
+    if work and not (step.left < 10 and step.right < 10):
+        return f"{head}: {work} ={step.result}"
+    return f"{head}={step.result}"
+
+
+def slow_thinking(expression: str) -> str:
+    """The thinking text (without markers) that works ``expression`` step by step (see the module doc)."""
     steps = arithmetic_steps(expression)
-    lines = [render_step(step) for step in steps]
-    if restate:
-        lines.insert(0, expression.replace(" ", ""))
+    numbers = [int(t) for t in _TOKENS.findall(expression) if t.isdigit()]
+    if len(numbers) + len(steps) > len(LABELS):
+        raise ValueError(f"expression: more than {len(LABELS)} numbers and results to label in {expression!r}")
+    lines = [labelled_expression(expression)]
+    # Operands in evaluation order: (label, value); results are pushed as they are made.
+    stack: list[tuple[str, int]] = []
+    leaves = iter(zip(LABELS, numbers))
+    postfix_results = iter(steps)
+    next_label = len(numbers)
+    for token in _postfix(expression):
+        if token.isdigit():
+            stack.append(next(leaves))
+            continue
+        step = next(postfix_results)
+        (right_label, _), (left_label, _) = stack.pop(), stack.pop()
+        label = LABELS[next_label]
+        next_label += 1
+        head = f"{left_label}{step.left} {right_label}{step.op}{step.right}"
+        work = _work(step)
+        lines.append(f"{head}: {work} ={label}{step.result}" if work else f"{head} ={label}{step.result}")
+        stack.append((label, step.result))
     return "\n".join(lines) + "\n"
 
 
@@ -93,7 +161,7 @@ def teacher_response(task: Task, mode: str = "slow", markers: ThinkingMarkers = 
         return f"{markers.open}{markers.close}{boxed(task.reference)}"
     expression = str(task.meta.get("expression", task.prompt))
     try:
-        thinking = slow_thinking(expression, restate=expression.replace(" ", "") != task.prompt.replace(" ", ""))
+        thinking = slow_thinking(expression)
     except ValueError as error:
         raise ValueError(f"task {task.id}: no arithmetic expression to work through ({error})") from error
     return f"{markers.open}{thinking}{markers.close}{boxed(task.reference)}"
