@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from pangu_core.distill import sft_cli
+from pangu_core.distill.sft import config_from_dict
 from pangu_core.distill.sft_cli import CONFIG_DIR, SFTRunConfig, load_run_config
 
 
@@ -71,3 +72,29 @@ def test_level_weights_set_how_many_problems_each_level_gets():
         SFTRunConfig(levels=(1, 2), level_weights=(0, 0))
     with pytest.raises(ValueError, match="level_weights"):
         SFTRunConfig(levels=(1, 2), level_weights=(1, -1))
+
+
+def test_two_processes_train_the_same_model_as_one(tmp_path):
+    # Data parallel over two gloo ranks: each computes half of every batch and the gradients are
+    # summed, so the weights match a one-process run up to float summation order (odd batch size:
+    # the ranks' shares differ in size).
+    from safetensors.torch import load_file
+
+    base = {"train_problems": 40, "levels": [1, 2], "test_per_level": 2, "num_threads": 1,
+            "trainer": {"max_steps": 6, "batch_size": 5, "warmup_steps": 1, "log_every": 2},
+            "eval": {"max_new_tokens": 4, "batch_size": 4}}
+    before = torch.get_num_threads()
+    try:
+        one = sft_cli.run_sft(config_from_dict(SFTRunConfig, base), tmp_path / "one", progress=False)
+        two = sft_cli.run_sft(config_from_dict(SFTRunConfig, {**base, "num_processes": 2}), tmp_path / "two",
+                              progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert two["train"]["processes"] == 2 and one["train"]["processes"] == 1
+    assert two["train"]["tokens"] == one["train"]["tokens"]
+    assert two["train"]["loss_last"] == pytest.approx(one["train"]["loss_last"], rel=1e-5)
+    a, b = (load_file(tmp_path / run / "checkpoint" / "model.safetensors") for run in ("one", "two"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert json.loads((tmp_path / "two" / "eval.json").read_text())["timings"]["cpu_s"] > 0

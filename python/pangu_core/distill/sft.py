@@ -7,6 +7,11 @@ little compute goes to padding while the order stays random. AdamW with linear w
 decay, gradient clipping. A checkpoint holds the weights (safetensors) and config, the tokenizer,
 and the training state (optimizer, scheduler, RNG states, data position): resuming one continues
 bit for bit where the straight run would have been.
+
+Data parallel: when ``torch.distributed`` is initialised (gloo across local processes is enough),
+each rank computes its share of every batch and the gradients are summed across ranks before the
+step, so N processes take the same steps as one process would (up to the order of float sums);
+rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -150,6 +155,24 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the initialised default process group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def response_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over the labelled (response) positions of ``batch``."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                             ignore_index=IGNORE_INDEX, reduction="sum")
+
+
 @dataclass
 class TrainLog:
     """What a train() call did: loss per optimizer step, response tokens seen, seconds."""
@@ -177,6 +200,14 @@ class SFTTrainer:
             raise ValueError("tokenizer: expected a pad token (set tokenizer.pad_token)")
         self.model, self.tokenizer, self.examples, self.config = model, tokenizer, list(examples), config
         self.lengths = [len(e) for e in self.examples]
+        self.rank, self.world_size = _world()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            # Every rank starts from rank 0's weights, whatever seeds built the model elsewhere.
+            with torch.no_grad():
+                for tensor in list(model.parameters()) + list(model.buffers()):
+                    dist.broadcast(tensor.data, src=0)
         decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
@@ -212,21 +243,33 @@ class SFTTrainer:
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id
         losses, tokens, started = [], 0, time.perf_counter()
-        bar = tqdm(total=target - self.step, desc="sft", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=target - self.step, desc="sft", disable=not progress or self.rank != 0, dynamic_ncols=True)
         window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
         while self.step < target:
-            batch = collate([self.examples[i] for i in self._next_batch()], pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = self.model(**batch).loss
-            loss.backward()
+            indices = self._next_batch()
+            mine = indices[self.rank::self.world_size]
+            # The loss is the mean over the whole batch's response tokens, on every rank.
+            targets = max(1, sum(len(self.examples[i].response_ids) - (not self.examples[i].prompt_ids)
+                                 for i in indices))
+            seen = 0
+            if mine:
+                batch = collate([self.examples[i] for i in mine], pad_id)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                loss_sum = response_loss_sum(self.model, batch)
+                (loss_sum / targets).backward()
+                seen = int(batch["attention_mask"].sum())
+                value = float(loss_sum.detach())
+            else:
+                value = 0.0
+            if self.world_size > 1:
+                value, seen = self._all_reduce_gradients(value, seen)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            value = float(loss.detach())
+            value /= targets
             losses.append(value)
-            seen = int(batch["attention_mask"].sum())
             tokens += seen
             window_loss += value
             window_tokens += seen
@@ -241,9 +284,36 @@ class SFTTrainer:
         self.model.eval()
         return TrainLog(losses, tokens, time.perf_counter() - started)
 
+    def _all_reduce_gradients(self, loss_sum: float, seen: int) -> tuple[float, int]:
+        """Sums gradients (one flat buffer), the loss sum and the token count across ranks."""
+        import torch.distributed as dist
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+                         + [torch.tensor([loss_sum, float(seen)], dtype=params[0].dtype, device=params[0].device)])
+        dist.all_reduce(flat)
+        offset = 0
+        for p in params:
+            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        return float(flat[-2]), int(flat[-1])
+
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Writes weights + config (safetensors), tokenizer, and the training state to ``path``."""
+        """Writes weights + config (safetensors), tokenizer, and the training state to ``path``.
+
+        Under data parallelism rank 0 writes and every rank waits until it has.
+        """
         path = Path(path)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if self.rank == 0:
+                self._write_checkpoint(path)
+            dist.barrier()
+            return path
+        return self._write_checkpoint(path)
+
+    def _write_checkpoint(self, path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
