@@ -20,13 +20,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from pangu_core.config import FromMapping
 from pangu_core.dual.chat_format import ChatFormat, parse_response, template_prompts
 from pangu_core.dual.response import MODES, ThinkingMarkers
 from pangu_core.tasks.dataset import Task
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(FromMapping):
     """How to evaluate (validated on construction, all problems at once)."""
 
     modes: tuple[str, ...] = ("slow", "fast")

@@ -10,7 +10,6 @@ import torch
 import yaml
 
 from pangu_core.distill import sft_cli
-from pangu_core.distill.sft import config_from_dict
 from pangu_core.distill.sft_cli import CONFIG_DIR, SFTRunConfig, load_run_config
 
 
@@ -85,8 +84,8 @@ def test_two_processes_train_the_same_model_as_one(tmp_path):
             "eval": {"max_new_tokens": 4, "batch_size": 4}}
     before = torch.get_num_threads()
     try:
-        one = sft_cli.run_sft(config_from_dict(SFTRunConfig, base), tmp_path / "one", progress=False)
-        two = sft_cli.run_sft(config_from_dict(SFTRunConfig, {**base, "num_processes": 2}), tmp_path / "two",
+        one = sft_cli.run_sft(SFTRunConfig.from_dict(base), tmp_path / "one", progress=False)
+        two = sft_cli.run_sft(SFTRunConfig.from_dict({**base, "num_processes": 2}), tmp_path / "two",
                               progress=False)
     finally:
         torch.set_num_threads(before)

@@ -21,7 +21,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pangu_core.config import FromMapping
 from pangu_core.dual.chat_format import template_prompts
 
 IGNORE_INDEX = -100
@@ -37,7 +38,7 @@ CONFIG_FILE = "sft_config.json"
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(FromMapping):
     """Optimisation settings of one SFT run (validated on construction, all problems at once)."""
 
     max_steps: int = 1000
@@ -75,16 +76,6 @@ class SFTConfig:
             problems.append(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
         if problems:
             raise ValueError("invalid SFTConfig: " + "; ".join(problems))
-
-
-def config_from_dict(cls, data: dict[str, Any] | None):
-    """Builds a frozen config dataclass from a mapping; unknown keys and bad values are reported together."""
-    data = dict(data or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"invalid {cls.__name__}: unknown fields {unknown}; known: {sorted(known)}")
-    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -341,7 +332,7 @@ class SFTTrainer:
         if not (path / STATE_FILE).is_file():
             raise FileNotFoundError(f"path: expected a checkpoint directory with {STATE_FILE}, got {str(path)!r}")
         if config is None:
-            config = config_from_dict(SFTConfig, json.loads((path / CONFIG_FILE).read_text()))
+            config = SFTConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
         model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         trainer = cls(model, tokenizer, examples, config)

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pangu_core.config import FromMapping
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
@@ -36,7 +38,7 @@ def _eval_default():
 
 
 @dataclass(frozen=True)
-class SFTRunConfig:
+class SFTRunConfig(FromMapping):
     """One `pangu-core sft` run: data, model, optimisation (``trainer``) and evaluation (``eval``)."""
 
     model_size: str = "nano"
@@ -53,7 +55,7 @@ class SFTRunConfig:
     eval: Any = field(default_factory=_eval_default)
 
     def __post_init__(self) -> None:
-        from pangu_core.distill.sft import SFTConfig, config_from_dict
+        from pangu_core.distill.sft import SFTConfig
         from pangu_core.evaluation import EvalConfig
         from pangu_core.tasks.math_tasks import LEVELS
         from pangu_core.tasks.model import SIZES
@@ -65,7 +67,7 @@ class SFTRunConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 try:
-                    object.__setattr__(self, name, config_from_dict(cls, value))
+                    object.__setattr__(self, name, cls.from_dict(value))
                 except (ValueError, TypeError) as error:
                     problems.append(f"{name}: {error}")
             elif not isinstance(value, cls):
@@ -98,15 +100,13 @@ def load_run_config(path: str | Path) -> SFTRunConfig:
     """Reads a YAML run config (see configs/sft_default.yaml for every field)."""
     import yaml
 
-    from pangu_core.distill.sft import config_from_dict
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config: no such file {str(path)!r}")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"config: expected a mapping at the top of {str(path)!r}, got {type(data).__name__}")
-    return config_from_dict(SFTRunConfig, data)
+    return SFTRunConfig.from_dict(data)
 
 
 def level_counts(config: SFTRunConfig) -> dict[int, int]:
