@@ -32,3 +32,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             npu = _npu_available() if npu is None else npu
             if not npu:
                 item.add_marker(pytest.mark.skip(reason="npu tier: no Ascend NPU / torch_npu on this machine"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Runs a test with one torch thread: on a busy shared machine several spin against each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The character tokenizer of the embedded default (built in milliseconds, read-only in tests)."""
+    from pangu_core.tasks.tokenizer import build_tokenizer
+
+    return build_tokenizer()

@@ -12,21 +12,9 @@ from pangu_core.evaluation import EvalConfig, answers_match, evaluate_model, pas
 from pangu_core.tasks.math_tasks import generate_math_tasks
 from pangu_core.tasks.model import tiny_pangu
 from pangu_core.tasks.teacher import teacher_response
-from pangu_core.tasks.tokenizer import build_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Several torch threads on a busy shared machine spin against each other; one is faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ScriptedModel(torch.nn.Module):

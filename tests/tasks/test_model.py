@@ -9,13 +9,7 @@ from transformers import AutoModelForCausalLM
 from pangu_core.tasks.model import SIZES, count_parameters, tiny_config, tiny_pangu
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Several torch threads on a busy shared machine spin against each other; one is faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_architecture_mirrors_openpangu_embedded():
