@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <mutex>
 #include <string>
@@ -17,7 +18,7 @@ static_assert(kBlock == block_impl::kBlockMax, "combine's stack scratch must hol
 
 namespace scalar {
 const BlockKernels kBlockKernels{block_impl::combine, block_impl::subtract, block_impl::drop, block_impl::trim,
-                                    block_impl::blend};
+                                    block_impl::blend, block_impl::fused_mix};
 }
 
 const BlockKernels& block_kernels() {
@@ -188,6 +189,35 @@ void apply_trim(const TrimPlan& plan, int64_t block, float* d, int64_t len, cons
   for (const auto& [j, value] : kept) d[j] = value;
 }
 
+// Runs fn(first_block, last_block) over groups of kGrainBlocks blocks, handed out from a shared
+// counter to num_threads() workers: a worker slowed down by another process simply takes fewer
+// groups. Each block's result depends only on its own elements, so the bits do not change.
+template <typename Fn>
+void for_each_block_group(int64_t blocks, Fn&& fn) {
+  int64_t groups = (blocks + kGrainBlocks - 1) / kGrainBlocks;
+  std::atomic<int64_t> next{0};
+  int64_t workers = std::min<int64_t>(num_threads(), groups);
+  parallel_for(workers, 1, [&](int64_t, int64_t) {
+    for (int64_t g = next.fetch_add(1); g < groups; g = next.fetch_add(1)) {
+      fn(g * kGrainBlocks, std::min(blocks, (g + 1) * kGrainBlocks));
+    }
+  });
+}
+
+// The fused one-pass path applies: no sparsify or election, 1 to 4 models, every input float32 or
+// every input bfloat16 (base included), out float32 or bfloat16.
+bool fusable(const TensorView* base, const std::vector<TensorView>& models, const TaskVectorOptions& options,
+             const TensorView& out) {
+  if (options.sparsify != Sparsify::None || options.sign_consensus) return false;
+  if (models.size() > 4 || (out.dtype != DType::F32 && out.dtype != DType::BF16)) return false;
+  DType in = models[0].dtype;
+  if (in != DType::F32 && in != DType::BF16) return false;
+  for (const auto& m : models) {
+    if (m.dtype != in) return false;
+  }
+  return base == nullptr || base->dtype == in;
+}
+
 }  // namespace
 
 float dare_uniform(uint64_t seed, uint64_t tensor_id, uint64_t model, uint64_t index) {
@@ -279,13 +309,38 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
 
   const BlockKernels& kernels = block_kernels();
   int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::mutex lock;
-  int64_t nonfinite = 0;
+  std::atomic<int64_t> nonfinite{0};
   char* out_bytes = static_cast<char*>(out.data);
   int64_t out_size = dtype_size(out.dtype);
-  parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
-    std::vector<float> fb(base ? kBlock : 0), fo(kBlock);
-    std::vector<float> storage(static_cast<size_t>(count * kBlock));
+  if (fusable(base, models, options, out)) {
+    float weights[4];
+    float divisor = 0.0f;
+    for (int i = 0; i < count; ++i) {
+      weights[i] = static_cast<float>(options.weights[static_cast<size_t>(i)]);
+      divisor += weights[i];
+    }
+    float lambda = static_cast<float>(options.lambda);
+    float scale = lambda;
+    if (options.normalize) scale = std::fabs(divisor) < 1e-8f ? lambda : lambda / divisor;
+    bool in_bf16 = models[0].dtype == DType::BF16, out_bf16 = out.dtype == DType::BF16;
+    for_each_block_group(blocks, [&](int64_t first, int64_t last) {
+      int64_t bad = 0;
+      const void* pointers[4];
+      for (int64_t b = first; b < last; ++b) {
+        int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+        for (int i = 0; i < count; ++i) pointers[i] = element_ptr(models[static_cast<size_t>(i)], start);
+        bad += kernels.fused_mix(base ? element_ptr(*base, start) : nullptr, pointers, count, in_bf16, out_bf16, weights,
+                                 scale, len, out_bytes + start * out_size);
+      }
+      nonfinite += bad;
+    });
+    return nonfinite.load();
+  }
+  for_each_block_group(blocks, [&](int64_t first, int64_t last) {
+    thread_local std::vector<float> fb, fo, storage;  // scratch reused across calls and groups
+    fb.resize(base ? kBlock : 0);
+    fo.resize(kBlock);
+    storage.resize(static_cast<size_t>(count * kBlock));
     std::vector<float*> deltas(static_cast<size_t>(count));
     for (int i = 0; i < count; ++i) deltas[static_cast<size_t>(i)] = storage.data() + i * kBlock;
     int64_t bad = 0;
@@ -309,7 +364,8 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
           if (density <= 0.0f) {
             std::fill(d, d + len, 0.0f);
           } else if (density < 1.0f) {
-            kernels.drop(d, len, keys[static_cast<size_t>(i)], static_cast<uint64_t>(start), density);
+            kernels.drop(d, len, keys[static_cast<size_t>(i)], options.first_index + static_cast<uint64_t>(start),
+                         density);
           }
         }
       }
@@ -317,10 +373,9 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
                              options.normalize, static_cast<float>(options.lambda), fo.data());
       store_from_f32(fo.data(), out_bytes + start * out_size, out.dtype, static_cast<size_t>(len));
     }
-    std::lock_guard<std::mutex> guard(lock);
     nonfinite += bad;
   });
-  return nonfinite;
+  return nonfinite.load();
 }
 
 int64_t slerp(const TensorView& a, const TensorView& b, double t, double dot_threshold, double eps,
