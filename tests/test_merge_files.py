@@ -234,6 +234,10 @@ dtype: float32
     api = merge_state_dicts({paths[k]: v for k, v in sds.items()}, _ties(paths, dtype="float32"))
     got = load_checkpoint(tmp_path / "cli_out")
     assert all(torch.equal(got[k], api[k]) for k in api)
+    assert "input_xxh64" in json.loads((tmp_path / "cli_out" / merge_files.RECORD_NAME).read_text())
+    assert cli_main(["merge", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli_sha"), "--input-hash", "sha256",
+                     "--no-progress"]) == 0
+    assert "input_sha256" in json.loads((tmp_path / "cli_sha" / merge_files.RECORD_NAME).read_text())
     assert cli_main(["merge", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli_out")]) == 2
     assert "exists" in capsys.readouterr().err
     (tmp_path / "bad.yaml").write_text("merge_method: ties\nmodels: []\n")
