@@ -374,6 +374,7 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 # The fused one-pass path (all inputs float32 or all bfloat16, 1 to 4 models, no trim or election)
 # gives the bits of the block path, which mixed input dtypes take: same values, one input stored in
 # the other dtype. Signed zeros, subnormals and a value near the largest float included.
+@pytest.mark.sanitize
 @pytest.mark.parametrize("method", ["linear", "task_arithmetic"])
 @pytest.mark.parametrize("in_dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32])

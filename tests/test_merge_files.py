@@ -301,6 +301,7 @@ def test_input_hash_options(three, tmp_path):
 
 # Elementwise methods stream in slices (through reused buffers, tensors cut mid-way, a DARE draw
 # by its position in the whole tensor): the files hold exactly what an in-memory merge gives.
+@pytest.mark.sanitize
 @pytest.mark.parametrize("method", ["linear", "task_arithmetic", "dare_linear", "dare_ties"])
 def test_sliced_stream_equals_in_memory(three, tmp_path, monkeypatch, method):
     sds, paths = three
