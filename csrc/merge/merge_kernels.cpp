@@ -11,6 +11,7 @@
 #include "common/cpu_features.h"
 #include "common/threads.h"
 #include "merge/merge_block_impl.h"
+#include "merge/work_pool.h"
 
 namespace pangu::merge {
 
@@ -70,26 +71,41 @@ inline const char* element_ptr(const TensorView& t, int64_t index) {
   return static_cast<const char*>(t.data) + index * dtype_size(t.dtype);
 }
 
-// Calls fn(block, start, delta, len) for every block of |model - base| in parallel; each thread
-// task owns its scratch. fn must only touch per-task or per-block state.
-// finish(state) runs once per task after its blocks (e.g. to fold a local histogram in).
+// Runs fn(first_block, last_block) over groups of kGrainBlocks blocks on num_threads() threads of the
+// work pool (work_pool.h): groups go to whichever thread asks next, so a thread slowed down by another
+// process simply takes fewer, and none is waited for unless it holds a group. Each block's result
+// depends only on its own elements, so the bits do not change with the thread count or timing.
+template <typename Fn>
+void for_each_block_group(int64_t blocks, Fn&& fn) {
+  int64_t groups = (blocks + kGrainBlocks - 1) / kGrainBlocks;
+  run_groups(groups, num_threads(), [&](int64_t first, const ClaimGroup& claim) {
+    for (int64_t g = first; g >= 0; g = claim()) fn(g * kGrainBlocks, std::min(blocks, (g + 1) * kGrainBlocks));
+  });
+}
+
+// Calls fn(state, block, delta, len) for every block of |model - base| in parallel; each thread
+// of the pool owns its scratch and its state = init(). fn must only touch that state or per-block
+// data. finish(state) runs once per thread after its blocks (e.g. to fold a local histogram in).
 template <typename Init, typename Fn, typename Finish>
 void for_each_delta_block(const TensorView* base, const TensorView& model, Init&& init, Fn&& fn,
                           Finish&& finish) {
   int64_t n = model.numel();
   int64_t blocks = (n + kBlock - 1) / kBlock;
+  int64_t groups = (blocks + kGrainBlocks - 1) / kGrainBlocks;
   const BlockKernels& kernels = block_kernels();
-  parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
+  run_groups(groups, num_threads(), [&](int64_t first_group, const ClaimGroup& claim) {
     std::vector<float> fb(base ? kBlock : 0), delta(kBlock);
     auto state = init();
-    for (int64_t b = first; b < last; ++b) {
-      int64_t start = b * kBlock, len = std::min(kBlock, n - start);
-      load_as_f32(element_ptr(model, start), model.dtype, delta.data(), static_cast<size_t>(len));
-      if (base) {
-        load_as_f32(element_ptr(*base, start), base->dtype, fb.data(), static_cast<size_t>(len));
-        kernels.subtract(delta.data(), fb.data(), len, delta.data());
+    for (int64_t g = first_group; g >= 0; g = claim()) {
+      for (int64_t b = g * kGrainBlocks; b < std::min(blocks, (g + 1) * kGrainBlocks); ++b) {
+        int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+        load_as_f32(element_ptr(model, start), model.dtype, delta.data(), static_cast<size_t>(len));
+        if (base) {
+          load_as_f32(element_ptr(*base, start), base->dtype, fb.data(), static_cast<size_t>(len));
+          kernels.subtract(delta.data(), fb.data(), len, delta.data());
+        }
+        fn(state, b, delta.data(), len);
       }
-      fn(state, b, delta.data(), len);
     }
     finish(state);
   });
@@ -187,21 +203,6 @@ void apply_trim(const TrimPlan& plan, int64_t block, float* d, int64_t len, cons
   }
   kernels.trim(d, len, plan.threshold, false);
   for (const auto& [j, value] : kept) d[j] = value;
-}
-
-// Runs fn(first_block, last_block) over groups of kGrainBlocks blocks, handed out from a shared
-// counter to num_threads() workers: a worker slowed down by another process simply takes fewer
-// groups. Each block's result depends only on its own elements, so the bits do not change.
-template <typename Fn>
-void for_each_block_group(int64_t blocks, Fn&& fn) {
-  int64_t groups = (blocks + kGrainBlocks - 1) / kGrainBlocks;
-  std::atomic<int64_t> next{0};
-  int64_t workers = std::min<int64_t>(num_threads(), groups);
-  parallel_for(workers, 1, [&](int64_t, int64_t) {
-    for (int64_t g = next.fetch_add(1); g < groups; g = next.fetch_add(1)) {
-      fn(g * kGrainBlocks, std::min(blocks, (g + 1) * kGrainBlocks));
-    }
-  });
 }
 
 // The fused one-pass path applies: no sparsify or election, 1 to 4 models, every input float32 or
@@ -329,8 +330,9 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
       for (int64_t b = first; b < last; ++b) {
         int64_t start = b * kBlock, len = std::min(kBlock, n - start);
         for (int i = 0; i < count; ++i) pointers[i] = element_ptr(models[static_cast<size_t>(i)], start);
-        bad += kernels.fused_mix(base ? element_ptr(*base, start) : nullptr, pointers, count, in_bf16, out_bf16, weights,
-                                 scale, len, out_bytes + start * out_size);
+        const void* base_ptr = base ? element_ptr(*base, start) : nullptr;
+        bad += kernels.fused_mix(base_ptr, pointers, count, in_bf16, out_bf16, weights, scale, len,
+                                 out_bytes + start * out_size);
       }
       nonfinite += bad;
     });
@@ -393,7 +395,7 @@ int64_t slerp(const TensorView& a, const TensorView& b, double t, double dot_thr
   int64_t blocks = (n + kBlock - 1) / kBlock;
   // Sums per block, added in block order afterwards: the same bits for any thread count.
   std::vector<std::array<double, 3>> partial(static_cast<size_t>(blocks));
-  parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
+  for_each_block_group(blocks, [&](int64_t first, int64_t last) {
     std::vector<float> fa(kBlock), fb(kBlock);
     for (int64_t blk = first; blk < last; ++blk) {
       int64_t start = blk * kBlock, len = std::min(kBlock, n - start);
@@ -432,7 +434,7 @@ int64_t slerp(const TensorView& a, const TensorView& b, double t, double dot_thr
   int64_t nonfinite = 0;
   char* out_bytes = static_cast<char*>(out.data);
   int64_t out_size = dtype_size(out.dtype);
-  parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
+  for_each_block_group(blocks, [&](int64_t first, int64_t last) {
     std::vector<float> fa(kBlock), fb(kBlock), fo(kBlock);
     int64_t bad = 0;
     for (int64_t blk = first; blk < last; ++blk) {

@@ -250,11 +250,11 @@ def merge_checkpoints(
 
     Refuses an existing ``out_dir`` unless ``overwrite``. Checks every input for the same tensor
     names and shapes first and reports all mismatches at once. ``threads`` sets the kernel threads
-    for this call; by default elementwise methods use the current thread count less one for the
-    writer thread and one for the hasher (at least one), other methods all of it. ``durable``
-    fsyncs the shards before the rename (survives a power loss, not only a killed process). ``hash_inputs`` records each input file's digest (``config.input_hash``:
-    XXH64 by default, or SHA-256) in the output's metadata as ``input_<algorithm>``; False records
-    none whatever the config says.
+    for this call (their helpers sleep between calls, leaving the cores to the writer and hasher
+    threads). ``durable`` fsyncs the shards before the rename (survives a power loss, not only a
+    killed process). ``hash_inputs`` records each input file's digest (``config.input_hash``: XXH64 by default, or
+    SHA-256) in the output's metadata as ``input_<algorithm>``; False records none whatever the
+    config says.
     Raises ValueError naming a tensor whose merge holds NaN or infinity; nothing is left at out_dir.
     """
     if not isinstance(config, MergeConfig):
@@ -291,11 +291,6 @@ def merge_checkpoints(
     try:
         if threads is not None:
             pangu_core.set_num_threads(threads)
-        elif config.method_spec().elementwise:
-            # A sliced stream is bound by reading, writing and hashing, not by arithmetic: the kernel
-            # takes the cores the writer and hasher threads leave, so that no waiting kernel thread
-            # spins on a core they need (on 2 cores this halves the wall time).
-            pangu_core.set_num_threads(max(1, previous_threads - 1 - (hasher is not None)))
         weight_map = _stream(config, checkpoints, names, plan, metadata, tmp, progress, durable)
         _copy_side_files(reference if config.base_model else checkpoints[sources[0]], tmp, config.dtype)
         if hasher:
