@@ -252,9 +252,9 @@ def merge_checkpoints(
     names and shapes first and reports all mismatches at once. ``threads`` sets the kernel threads
     for this call (their helpers sleep between calls, leaving the cores to the writer and hasher
     threads). ``durable`` fsyncs the shards before the rename (survives a power loss, not only a
-    killed process). ``hash_inputs`` records each input file's digest (``config.input_hash``: XXH64 by default, or
-    SHA-256) in the output's metadata as ``input_<algorithm>``; False records none whatever the
-    config says.
+    killed process). ``hash_inputs`` records each input file's digest (``config.input_hash``:
+    XXH64 by default, or SHA-256) in the output's metadata as ``input_<algorithm>``; False records
+    none whatever the config says.
     Raises ValueError naming a tensor whose merge holds NaN or infinity; nothing is left at out_dir.
     """
     if not isinstance(config, MergeConfig):
