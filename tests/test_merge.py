@@ -365,3 +365,67 @@ def test_ties_exact_k_with_massive_ties():
     k = int(np.floor(0.4 * n))
     assert int((out != 0).sum()) == k
     assert bool((out[:k] != 0).all()) and bool((out[k:] == 0).all())
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int16 if t.element_size() == 2 else torch.int32)
+
+
+# The fused one-pass path (all inputs float32 or all bfloat16, 1 to 4 models, no trim or election)
+# gives the bits of the block path, which mixed input dtypes take: same values, one input stored in
+# the other dtype. Signed zeros, subnormals and a value near the largest float included.
+@pytest.mark.sanitize
+@pytest.mark.parametrize("method", ["linear", "task_arithmetic"])
+@pytest.mark.parametrize("in_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32])
+def test_fused_path_matches_block_path(method, in_dtype, out_dtype):
+    other = torch.float32 if in_dtype == torch.bfloat16 else torch.bfloat16
+    for count in (1, 3, 4):
+        base, models = _inputs((4096 * 3 + 7,), [torch.bfloat16] * count, seed=20 + count)
+        base = base.to(torch.bfloat16)
+        for m in [base] + models:
+            m[:4] = torch.tensor([0.0, -0.0, 1e-39, -3e-40])  # zeros, float32 subnormals (exact in bf16)
+        models[0][4] = 3.3e38  # near the top of the range
+        weights = [0.75 + 0.125 * i for i in range(count)]
+        uniform = [m.to(in_dtype) for m in models]
+        mixed = [uniform[0].to(other)] + uniform[1:]  # same values, not fusable
+        results = []
+        try:
+            for isa in pangu_core.available_isas():
+                pangu_core.set_isa(isa)
+                for inputs in (uniform, mixed):
+                    results.append(merge_tensor(method, inputs, base=base.to(in_dtype), weights=weights,
+                                                normalize=False, lambda_=0.5, out_dtype=out_dtype))
+        finally:
+            pangu_core.reset_isa()
+        for r in results[1:]:
+            assert torch.equal(_bits(r), _bits(results[0])), (count, method)
+
+
+# first_index places a slice within its whole tensor: DARE merged slice by slice gives the bits of
+# the merge at once (the draws follow the element's position); a bad first_index is refused.
+@pytest.mark.parametrize("method", ["dare_linear", "dare_ties", "linear"])
+def test_first_index_slices_equal_whole(method):
+    base, models = _inputs((10_001,), [torch.bfloat16] * 2, seed=4)
+    kw = dict(base=base, densities=[0.4, 0.7], seed=9, tensor_id=tensor_id_of("w"), out_dtype=torch.float32)
+    whole = merge_tensor(method, models, **kw)
+    cuts = [0, 1, 4096, 5000, 9999, 10_001]
+    parts = [merge_tensor(method, [m[a:b] for m in models], **{**kw, "base": base[a:b]}, first_index=a)
+             for a, b in zip(cuts, cuts[1:])]
+    assert torch.equal(torch.cat(parts), whole)
+    with pytest.raises(ValueError, match="first_index: expected an int >= 0, got -1"):
+        merge_tensor(method, models, **kw, first_index=-1)
+
+
+# The kernels' work pool runs every group exactly once whatever the thread count, under repetition
+# (helpers join late or not at all), and hands a body's exception to the caller.
+@pytest.mark.sanitize
+def test_work_pool_runs_each_group_once():
+    for _ in range(50):
+        for threads in (1, 2, 3, 8):
+            for groups in (0, 1, 2, 17, 300):
+                assert _core.merge._work_pool_counts(groups, threads, -1) == [1] * groups
+    for threads in (1, 2, 8):
+        with pytest.raises(ValueError, match="group 5 failed"):
+            _core.merge._work_pool_counts(100, threads, 5)
+        assert _core.merge._work_pool_counts(100, threads, -1) == [1] * 100  # usable after a failure

@@ -13,7 +13,7 @@ import torch
 
 from pangu_core import merge_files
 from pangu_core.cli import main as cli_main
-from pangu_core.merge import MergeConfig, ModelSpec, merge_state_dicts
+from pangu_core.merge import CopyRule, MergeConfig, ModelSpec, merge_state_dicts
 from pangu_core.merge_files import Checkpoint, load_checkpoint, merge_checkpoints, save_checkpoint
 
 
@@ -70,9 +70,11 @@ def test_folder_merge_matches_state_dict_merge(three, tmp_path):
     assert merged["a.weight"].dtype == torch.float32 and merged["counter"].dtype == torch.int64
     index = json.loads((tmp_path / "out" / merge_files.INDEX_NAME).read_text())
     record = index["metadata"]["pangu_merge"]
-    assert record["method"] == "ties" and len(record["input_sha256"]) == sum(len(Checkpoint(p).files) for p in paths.values())
-    for file, digest in record["input_sha256"].items():
-        assert merge_files.file_sha256(file) == digest
+    files = [f for p in paths.values() for f in Checkpoint(p).files]
+    assert record["method"] == "ties" and sorted(record["input_xxh64"]) == sorted(files)
+    for file, digest in record["input_xxh64"].items():
+        assert merge_files.file_xxh64(file) == digest
+    assert "input_sha256" not in record and record["config"]["input_hash"] == "xxh64"
     assert len(set(index["weight_map"].values())) > 1
     assert json.loads((tmp_path / "out" / "config.json").read_text())["torch_dtype"] == "float32"
     assert (tmp_path / "out" / "tokenizer.json").is_file()
@@ -232,6 +234,10 @@ dtype: float32
     api = merge_state_dicts({paths[k]: v for k, v in sds.items()}, _ties(paths, dtype="float32"))
     got = load_checkpoint(tmp_path / "cli_out")
     assert all(torch.equal(got[k], api[k]) for k in api)
+    assert "input_xxh64" in json.loads((tmp_path / "cli_out" / merge_files.RECORD_NAME).read_text())
+    assert cli_main(["merge", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli_sha"), "--input-hash", "sha256",
+                     "--no-progress"]) == 0
+    assert "input_sha256" in json.loads((tmp_path / "cli_sha" / merge_files.RECORD_NAME).read_text())
     assert cli_main(["merge", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli_out")]) == 2
     assert "exists" in capsys.readouterr().err
     (tmp_path / "bad.yaml").write_text("merge_method: ties\nmodels: []\n")
@@ -249,3 +255,77 @@ def test_writer_stress_checksums(tmp_path):
     loaded = load_checkpoint(tmp_path / "many")
     assert sum(float(v.double().sum()) for v in loaded.values()) == sum(float(v.double().sum()) for v in sd.values())
     assert all(torch.equal(loaded[k], sd[k]) for k in sd)
+
+
+# XXH64 matches the published algorithm's values (computed with the reference implementation), at
+# every length path (< 4, < 8, < 32 and stripes) and seed, and a file hashed in windows of any
+# size gives the digest of its bytes.
+def test_xxh64_reference_values(tmp_path):
+    from pangu_core import _core
+
+    known = {b"": "ef46db3751d8e999", b"a": "d24ec4f1a98c6e5b", b"abc": "44bc2cf5ad770999",
+             b"pangu_core merge": "ef3b093375b0aaf9", bytes(range(256)) * 4: "6f3914f18fe4df57"}
+    for data, digest in known.items():
+        assert f"{_core.merge.xxh64(data):016x}" == digest
+        path = tmp_path / f"f{len(data)}"
+        path.write_bytes(data)
+        assert merge_files.file_xxh64(str(path)) == digest
+        for window in (1, 4096, 12288):
+            assert _core.merge.file_xxh64(str(path), window) == digest
+    assert _core.merge.xxh64(b"abc", 2**64 - 1) == 2895935887265243510
+    assert _core.merge.xxh64(bytes(range(256)) * 4, 2**64 - 1) == 6993049869127395555
+    big = bytes(range(251)) * 40000  # ~10 MB: several 4 KB windows, a partial last one
+    (tmp_path / "big").write_bytes(big)
+    assert _core.merge.file_xxh64(str(tmp_path / "big"), 4096) == f"{_core.merge.xxh64(big):016x}"
+    with pytest.raises(ValueError, match="cannot open"):
+        _core.merge.file_xxh64(str(tmp_path / "missing"))
+
+
+# input_hash picks the recorded digest (SHA-256 still available) or none; hash_inputs=False records none.
+def test_input_hash_options(three, tmp_path):
+    _, paths = three
+    files = [f for p in paths.values() for f in Checkpoint(p).files]
+    out = merge_checkpoints(_ties(paths, input_hash="sha256"), tmp_path / "sha", progress=False)
+    record = json.loads((tmp_path / "sha" / merge_files.RECORD_NAME).read_text())
+    assert sorted(record["input_sha256"]) == sorted(files) and "input_xxh64" not in record
+    assert all(merge_files.file_sha256(f) == d for f, d in record["input_sha256"].items())
+    for name, kwargs in (("none", {"config": _ties(paths, input_hash="none")}),
+                         ("off", {"config": _ties(paths), "hash_inputs": False})):
+        merge_checkpoints(kwargs.pop("config"), tmp_path / name, progress=False, **kwargs)
+        record = json.loads((tmp_path / name / merge_files.RECORD_NAME).read_text())
+        assert not [k for k in record if k.startswith("input_")]
+    assert load_checkpoint(out).keys() == load_checkpoint(tmp_path / "none").keys()
+    with pytest.raises(ValueError, match="input_hash: expected one of xxh64, sha256, none, got 'md5'"):
+        _ties(paths, input_hash="md5")
+
+
+# Elementwise methods stream in slices (through reused buffers, tensors cut mid-way, a DARE draw
+# by its position in the whole tensor): the files hold exactly what an in-memory merge gives.
+@pytest.mark.sanitize
+@pytest.mark.parametrize("method", ["linear", "task_arithmetic", "dare_linear", "dare_ties"])
+def test_sliced_stream_equals_in_memory(three, tmp_path, monkeypatch, method):
+    sds, paths = three
+    monkeypatch.setattr(merge_files, "SLICE_ELEMENTS", 1000)  # d.weight: 4096 = 4 slices + a partial one
+    config = MergeConfig(method=method, base_model=None if method == "linear" else paths["base"], density=0.6,
+                         models=(ModelSpec(paths["m1"], 0.6), ModelSpec(paths["m2"], 0.4)), seed=3,
+                         copy_tensors=(CopyRule("c.bias", paths["m2"]),), dtype="float32")
+    assert config.method_spec().elementwise
+    out = merge_checkpoints(config, tmp_path / "out", progress=False, threads=2)
+    merged = load_checkpoint(out)
+    reference = merge_state_dicts({paths[k]: v for k, v in sds.items()}, config)
+    assert set(merged) == set(reference)
+    for k in merged:
+        assert torch.equal(merged[k], reference[k]), k
+    assert torch.equal(merged["c.bias"], sds["m2"]["c.bias"].float())
+
+
+# Slice pages are dropped as the stream goes (the page straddling a slice start included), and a
+# range can be mapped in one call; the views stay valid (pages fault back in from the file).
+def test_populate_and_release_slices(three):
+    sds, paths = three
+    c = Checkpoint(paths["m1"])
+    before = c.tensor("d.weight").clone()
+    c.populate("d.weight", 100, 3000)
+    c.release("d.weight", 100, 3000)
+    c.release("d.weight")
+    assert torch.equal(c.tensor("d.weight"), before) and torch.equal(before, sds["m1"]["d.weight"])

@@ -3,14 +3,18 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include "bindings/registry.h"
 #include "bindings/tensor_caster.h"
+#include "merge/file_hash.h"
 #include "merge/merge_kernels.h"
 #include "merge/safetensors_reader.h"
 #include "merge/safetensors_writer.h"
+#include "merge/work_pool.h"
 
 namespace py = pybind11;
 
@@ -27,7 +31,7 @@ Sparsify parse_sparsify(const std::string& name) {
 int64_t task_vectors(const std::optional<TensorView>& base, const std::vector<TensorView>& models,
                      const TensorView& out, const std::vector<double>& weights, const std::vector<double>& densities,
                      const std::string& sparsify, bool sign_consensus, bool normalize, double lambda, uint64_t seed,
-                     uint64_t tensor_id) {
+                     uint64_t tensor_id, uint64_t first_index) {
   TaskVectorOptions options;
   options.weights = weights;
   options.densities = densities;
@@ -37,6 +41,7 @@ int64_t task_vectors(const std::optional<TensorView>& base, const std::vector<Te
   options.lambda = lambda;
   options.seed = seed;
   options.tensor_id = tensor_id;
+  options.first_index = first_index;
   return merge_task_vectors(base ? &*base : nullptr, models, options, out);
 }
 
@@ -47,6 +52,19 @@ py::tuple kth(const std::optional<TensorView>& base, const TensorView& model, in
     t = kth_magnitude(base ? &*base : nullptr, model, k);
   }
   return py::make_tuple(t.value, t.greater, t.equal);
+}
+
+// For the pool's stress test: how often each group ran; group `fail_group` throws after counting.
+std::vector<int> work_pool_counts(int64_t groups, int threads, int64_t fail_group) {
+  PANGU_CHECK(groups >= 0, Value, "groups: expected >= 0, got ", groups);
+  std::vector<std::atomic<int>> counts(static_cast<size_t>(groups));
+  run_groups(groups, threads, [&](int64_t first, const ClaimGroup& claim) {
+    for (int64_t g = first; g >= 0; g = claim()) {
+      counts[static_cast<size_t>(g)].fetch_add(1);
+      PANGU_CHECK(g != fail_group, Value, "group ", g, " failed");
+    }
+  });
+  return std::vector<int>(counts.begin(), counts.end());
 }
 
 py::array reader_buffer(const SafetensorsReader& reader, int64_t begin, int64_t end, const std::string& name) {
@@ -60,13 +78,23 @@ void bind(py::module_& m) {
   py::module_ mm = m.def_submodule("merge", "Checkpoint merge kernels and safetensors streaming");
   mm.def("task_vectors", &task_vectors, py::arg("base"), py::arg("models"), py::arg("out"), py::arg("weights"),
          py::arg("densities"), py::arg("sparsify"), py::arg("sign_consensus"), py::arg("normalize"),
-         py::arg("lambda_"), py::arg("seed"), py::arg("tensor_id"), py::call_guard<py::gil_scoped_release>(),
+         py::arg("lambda_"), py::arg("seed"), py::arg("tensor_id"), py::arg("first_index") = 0,
+         py::call_guard<py::gil_scoped_release>(),
          "Task-vector merge into out; returns the count of non-finite outputs (see merge_kernels.h).");
   mm.def("slerp", &slerp, py::arg("a"), py::arg("b"), py::arg("t"), py::arg("dot_threshold"), py::arg("eps"),
          py::arg("out"), py::call_guard<py::gil_scoped_release>(),
          "Spherical interpolation of two tensors into out; returns the count of non-finite outputs.");
   mm.def("kth_magnitude", &kth, py::arg("base"), py::arg("model"), py::arg("k"),
          "(value, greater, equal): the k-th largest |model - base| and counts above / equal to it.");
+  mm.def("file_xxh64", &file_xxh64, py::arg("path"), py::arg("window") = int64_t{8} << 20,
+         py::call_guard<py::gil_scoped_release>(),
+         "XXH64 (seed 0) of a file as 16 hex digits, read through a memory mapping a window at a time.");
+  mm.def("xxh64", [](py::bytes data, uint64_t seed) {
+           std::string_view view(data);
+           return xxh64(view.data(), view.size(), seed);
+         }, py::arg("data"), py::arg("seed") = 0, "XXH64 of a bytes object (for tests of the hash).");
+  mm.def("_work_pool_counts", &work_pool_counts, py::arg("groups"), py::arg("threads"), py::arg("fail_group"),
+         py::call_guard<py::gil_scoped_release>(), "Test hook: per-group run counts of one work-pool call.");
   mm.def("dare_uniform", &dare_uniform, py::arg("seed"), py::arg("tensor_id"), py::arg("model"), py::arg("index"),
          "The counter-based uniform draw DARE uses for one element.");
 
@@ -78,6 +106,8 @@ void bind(py::module_& m) {
       .def("header", [](const SafetensorsReader& r) { return py::bytes(r.header()); })
       .def("buffer", &reader_buffer, py::arg("begin"), py::arg("end"), py::arg("name"))
       .def("prefetch", &SafetensorsReader::prefetch, py::arg("begin"), py::arg("end"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("populate", &SafetensorsReader::populate, py::arg("begin"), py::arg("end"),
            py::call_guard<py::gil_scoped_release>())
       .def("release", &SafetensorsReader::release, py::arg("begin"), py::arg("end"),
            py::call_guard<py::gil_scoped_release>());

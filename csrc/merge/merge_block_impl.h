@@ -109,6 +109,86 @@ inline bool mix_small(const float* base, float* const* deltas, const double* wei
   }
 }
 
+// Fused elementwise mix for the common case (linear / task arithmetic, no sparsify, no sign
+// election): reads float32 or bfloat16 straight from the inputs, and rounds straight into a float32
+// or bfloat16 output, one pass, no scratch. Per element it computes exactly what subtract + mix_fixed
+// + count_nonfinite + store_from_f32 compute (same operations in the same order), so the bits agree
+// with the block path; bfloat16 widening and rounding are integer ops, which vectorise everywhere.
+inline float widen(float x) { return x; }
+inline float widen(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+inline void narrow(float v, float* out) { *out = v; }
+inline void narrow(float v, uint16_t* out) {
+  uint32_t x;
+  __builtin_memcpy(&x, &v, 4);
+  uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+  *out = static_cast<uint16_t>((x & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : rounded);  // NaN: canonical
+}
+
+template <int M, bool kBase, typename In, typename Out>
+inline int64_t fused_fixed(const In* base, const In* const* models, const float* w, float scale, int64_t len,
+                           Out* __restrict out) {
+  const In* __restrict m0 = models[0];
+  const In* __restrict m1 = models[M > 1 ? 1 : 0];
+  const In* __restrict m2 = models[M > 2 ? 2 : 0];
+  const In* __restrict m3 = models[M > 3 ? 3 : 0];
+  const In* __restrict b = kBase ? base : models[0];
+  float w0 = w[0], w1 = w[M > 1 ? 1 : 0], w2 = w[M > 2 ? 2 : 0], w3 = w[M > 3 ? 3 : 0];
+  int32_t bad = 0;  // len <= kBlockMax
+  for (int64_t j = 0; j < len; ++j) {
+    float bj = kBase ? widen(b[j]) : 0.0f;
+    float m = 0.0f;
+    m += w0 * (kBase ? widen(m0[j]) - bj : widen(m0[j]));
+    if (M > 1) m += w1 * (kBase ? widen(m1[j]) - bj : widen(m1[j]));
+    if (M > 2) m += w2 * (kBase ? widen(m2[j]) - bj : widen(m2[j]));
+    if (M > 3) m += w3 * (kBase ? widen(m3[j]) - bj : widen(m3[j]));
+    float v = kBase ? bj + m * scale : m * scale;
+    uint32_t bits;
+    __builtin_memcpy(&bits, &v, 4);
+    bad += (bits & 0x7f800000u) == 0x7f800000u;
+    narrow(v, &out[j]);
+  }
+  return bad;
+}
+
+template <bool kBase, typename In, typename Out>
+inline int64_t fused_models(const void* base, const void* const* models, int count, const float* w, float scale,
+                            int64_t len, void* out) {
+  const In* b = static_cast<const In*>(base);
+  const In* const* m = reinterpret_cast<const In* const*>(models);
+  Out* o = static_cast<Out*>(out);
+  switch (count) {
+    case 1: return fused_fixed<1, kBase>(b, m, w, scale, len, o);
+    case 2: return fused_fixed<2, kBase>(b, m, w, scale, len, o);
+    case 3: return fused_fixed<3, kBase>(b, m, w, scale, len, o);
+    default: return fused_fixed<4, kBase>(b, m, w, scale, len, o);
+  }
+}
+
+// base: null or the same element type as the models; models: 1 to 4 pointers, already offset to
+// the block; in_bf16 / out_bf16 pick bfloat16 over float32. Returns the non-finite count.
+inline int64_t fused_mix(const void* base, const void* const* models, int count, bool in_bf16, bool out_bf16,
+                         const float* weights, float scale, int64_t len, void* out) {
+  if (in_bf16) {
+    if (out_bf16) {
+      return base ? fused_models<true, uint16_t, uint16_t>(base, models, count, weights, scale, len, out)
+                  : fused_models<false, uint16_t, uint16_t>(base, models, count, weights, scale, len, out);
+    }
+    return base ? fused_models<true, uint16_t, float>(base, models, count, weights, scale, len, out)
+                : fused_models<false, uint16_t, float>(base, models, count, weights, scale, len, out);
+  }
+  if (out_bf16) {
+    return base ? fused_models<true, float, uint16_t>(base, models, count, weights, scale, len, out)
+                : fused_models<false, float, uint16_t>(base, models, count, weights, scale, len, out);
+  }
+  return base ? fused_models<true, float, float>(base, models, count, weights, scale, len, out)
+              : fused_models<false, float, float>(base, models, count, weights, scale, len, out);
+}
+
 // Every loop runs over the whole block with one model or one stream at a time (restrict pointers,
 // no inner loop over models), so each is straight vector code; per element the models are still
 // added in index order from 0.0f, and v_i = w_i * d_i is rounded before it is added (no FMA).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <mutex>
 #include <string>
@@ -10,6 +11,7 @@
 #include "common/cpu_features.h"
 #include "common/threads.h"
 #include "merge/merge_block_impl.h"
+#include "merge/work_pool.h"
 
 namespace pangu::merge {
 
@@ -17,7 +19,7 @@ static_assert(kBlock == block_impl::kBlockMax, "combine's stack scratch must hol
 
 namespace scalar {
 const BlockKernels kBlockKernels{block_impl::combine, block_impl::subtract, block_impl::drop, block_impl::trim,
-                                    block_impl::blend};
+                                    block_impl::blend, block_impl::fused_mix};
 }
 
 const BlockKernels& block_kernels() {
@@ -69,26 +71,41 @@ inline const char* element_ptr(const TensorView& t, int64_t index) {
   return static_cast<const char*>(t.data) + index * dtype_size(t.dtype);
 }
 
-// Calls fn(block, start, delta, len) for every block of |model - base| in parallel; each thread
-// task owns its scratch. fn must only touch per-task or per-block state.
-// finish(state) runs once per task after its blocks (e.g. to fold a local histogram in).
+// Runs fn(first_block, last_block) over groups of kGrainBlocks blocks on num_threads() threads of the
+// work pool (work_pool.h): groups go to whichever thread asks next, so a thread slowed down by another
+// process simply takes fewer, and none is waited for unless it holds a group. Each block's result
+// depends only on its own elements, so the bits do not change with the thread count or timing.
+template <typename Fn>
+void for_each_block_group(int64_t blocks, Fn&& fn) {
+  int64_t groups = (blocks + kGrainBlocks - 1) / kGrainBlocks;
+  run_groups(groups, num_threads(), [&](int64_t first, const ClaimGroup& claim) {
+    for (int64_t g = first; g >= 0; g = claim()) fn(g * kGrainBlocks, std::min(blocks, (g + 1) * kGrainBlocks));
+  });
+}
+
+// Calls fn(state, block, delta, len) for every block of |model - base| in parallel; each thread
+// of the pool owns its scratch and its state = init(). fn must only touch that state or per-block
+// data. finish(state) runs once per thread after its blocks (e.g. to fold a local histogram in).
 template <typename Init, typename Fn, typename Finish>
 void for_each_delta_block(const TensorView* base, const TensorView& model, Init&& init, Fn&& fn,
                           Finish&& finish) {
   int64_t n = model.numel();
   int64_t blocks = (n + kBlock - 1) / kBlock;
+  int64_t groups = (blocks + kGrainBlocks - 1) / kGrainBlocks;
   const BlockKernels& kernels = block_kernels();
-  parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
+  run_groups(groups, num_threads(), [&](int64_t first_group, const ClaimGroup& claim) {
     std::vector<float> fb(base ? kBlock : 0), delta(kBlock);
     auto state = init();
-    for (int64_t b = first; b < last; ++b) {
-      int64_t start = b * kBlock, len = std::min(kBlock, n - start);
-      load_as_f32(element_ptr(model, start), model.dtype, delta.data(), static_cast<size_t>(len));
-      if (base) {
-        load_as_f32(element_ptr(*base, start), base->dtype, fb.data(), static_cast<size_t>(len));
-        kernels.subtract(delta.data(), fb.data(), len, delta.data());
+    for (int64_t g = first_group; g >= 0; g = claim()) {
+      for (int64_t b = g * kGrainBlocks; b < std::min(blocks, (g + 1) * kGrainBlocks); ++b) {
+        int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+        load_as_f32(element_ptr(model, start), model.dtype, delta.data(), static_cast<size_t>(len));
+        if (base) {
+          load_as_f32(element_ptr(*base, start), base->dtype, fb.data(), static_cast<size_t>(len));
+          kernels.subtract(delta.data(), fb.data(), len, delta.data());
+        }
+        fn(state, b, delta.data(), len);
       }
-      fn(state, b, delta.data(), len);
     }
     finish(state);
   });
@@ -188,6 +205,20 @@ void apply_trim(const TrimPlan& plan, int64_t block, float* d, int64_t len, cons
   for (const auto& [j, value] : kept) d[j] = value;
 }
 
+// The fused one-pass path applies: no sparsify or election, 1 to 4 models, every input float32 or
+// every input bfloat16 (base included), out float32 or bfloat16.
+bool fusable(const TensorView* base, const std::vector<TensorView>& models, const TaskVectorOptions& options,
+             const TensorView& out) {
+  if (options.sparsify != Sparsify::None || options.sign_consensus) return false;
+  if (models.size() > 4 || (out.dtype != DType::F32 && out.dtype != DType::BF16)) return false;
+  DType in = models[0].dtype;
+  if (in != DType::F32 && in != DType::BF16) return false;
+  for (const auto& m : models) {
+    if (m.dtype != in) return false;
+  }
+  return base == nullptr || base->dtype == in;
+}
+
 }  // namespace
 
 float dare_uniform(uint64_t seed, uint64_t tensor_id, uint64_t model, uint64_t index) {
@@ -279,13 +310,39 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
 
   const BlockKernels& kernels = block_kernels();
   int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::mutex lock;
-  int64_t nonfinite = 0;
+  std::atomic<int64_t> nonfinite{0};
   char* out_bytes = static_cast<char*>(out.data);
   int64_t out_size = dtype_size(out.dtype);
-  parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
-    std::vector<float> fb(base ? kBlock : 0), fo(kBlock);
-    std::vector<float> storage(static_cast<size_t>(count * kBlock));
+  if (fusable(base, models, options, out)) {
+    float weights[4];
+    float divisor = 0.0f;
+    for (int i = 0; i < count; ++i) {
+      weights[i] = static_cast<float>(options.weights[static_cast<size_t>(i)]);
+      divisor += weights[i];
+    }
+    float lambda = static_cast<float>(options.lambda);
+    float scale = lambda;
+    if (options.normalize) scale = std::fabs(divisor) < 1e-8f ? lambda : lambda / divisor;
+    bool in_bf16 = models[0].dtype == DType::BF16, out_bf16 = out.dtype == DType::BF16;
+    for_each_block_group(blocks, [&](int64_t first, int64_t last) {
+      int64_t bad = 0;
+      const void* pointers[4];
+      for (int64_t b = first; b < last; ++b) {
+        int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+        for (int i = 0; i < count; ++i) pointers[i] = element_ptr(models[static_cast<size_t>(i)], start);
+        const void* base_ptr = base ? element_ptr(*base, start) : nullptr;
+        bad += kernels.fused_mix(base_ptr, pointers, count, in_bf16, out_bf16, weights, scale, len,
+                                 out_bytes + start * out_size);
+      }
+      nonfinite += bad;
+    });
+    return nonfinite.load();
+  }
+  for_each_block_group(blocks, [&](int64_t first, int64_t last) {
+    thread_local std::vector<float> fb, fo, storage;  // scratch reused across calls and groups
+    fb.resize(base ? kBlock : 0);
+    fo.resize(kBlock);
+    storage.resize(static_cast<size_t>(count * kBlock));
     std::vector<float*> deltas(static_cast<size_t>(count));
     for (int i = 0; i < count; ++i) deltas[static_cast<size_t>(i)] = storage.data() + i * kBlock;
     int64_t bad = 0;
@@ -309,7 +366,8 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
           if (density <= 0.0f) {
             std::fill(d, d + len, 0.0f);
           } else if (density < 1.0f) {
-            kernels.drop(d, len, keys[static_cast<size_t>(i)], static_cast<uint64_t>(start), density);
+            kernels.drop(d, len, keys[static_cast<size_t>(i)], options.first_index + static_cast<uint64_t>(start),
+                         density);
           }
         }
       }
@@ -317,10 +375,9 @@ int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>
                              options.normalize, static_cast<float>(options.lambda), fo.data());
       store_from_f32(fo.data(), out_bytes + start * out_size, out.dtype, static_cast<size_t>(len));
     }
-    std::lock_guard<std::mutex> guard(lock);
     nonfinite += bad;
   });
-  return nonfinite;
+  return nonfinite.load();
 }
 
 int64_t slerp(const TensorView& a, const TensorView& b, double t, double dot_threshold, double eps,
@@ -338,7 +395,7 @@ int64_t slerp(const TensorView& a, const TensorView& b, double t, double dot_thr
   int64_t blocks = (n + kBlock - 1) / kBlock;
   // Sums per block, added in block order afterwards: the same bits for any thread count.
   std::vector<std::array<double, 3>> partial(static_cast<size_t>(blocks));
-  parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
+  for_each_block_group(blocks, [&](int64_t first, int64_t last) {
     std::vector<float> fa(kBlock), fb(kBlock);
     for (int64_t blk = first; blk < last; ++blk) {
       int64_t start = blk * kBlock, len = std::min(kBlock, n - start);
@@ -377,7 +434,7 @@ int64_t slerp(const TensorView& a, const TensorView& b, double t, double dot_thr
   int64_t nonfinite = 0;
   char* out_bytes = static_cast<char*>(out.data);
   int64_t out_size = dtype_size(out.dtype);
-  parallel_for(blocks, kGrainBlocks, [&](int64_t first, int64_t last) {
+  for_each_block_group(blocks, [&](int64_t first, int64_t last) {
     std::vector<float> fa(kBlock), fb(kBlock), fo(kBlock);
     int64_t bad = 0;
     for (int64_t blk = first; blk < last; ++blk) {

@@ -1,6 +1,6 @@
 // Checkpoint merge kernels: one tensor at a time, float32 accumulation, float32/float16/bfloat16 in
-// and out (each input may have its own dtype), multi-threaded with parallel_for, vectorised with
-// runtime ISA dispatch. Results are identical for every thread count and ISA path: work is cut into
+// and out (each input may have its own dtype), multi-threaded on the work pool (work_pool.h),
+// vectorised with runtime ISA dispatch. Results are identical for every thread count and ISA path: work is cut into
 // fixed blocks of kBlock elements and every reduction is summed block by block in a fixed order.
 //
 // All methods share one formula over task vectors d_i = theta_i - base (base = 0 when absent):
@@ -33,6 +33,9 @@ struct TaskVectorOptions {
   double lambda = 1.0;
   uint64_t seed = 0;       // Random: with tensor_id and the model index, names the drop pattern
   uint64_t tensor_id = 0;
+  // Random: the index of the first element within its whole tensor, so that merging a tensor slice
+  // by slice draws exactly what merging it at once draws.
+  uint64_t first_index = 0;
 };
 
 // Merges `models` (optionally around `base`) into `out` by the formula above. All tensors: CPU,
@@ -42,6 +45,8 @@ struct TaskVectorOptions {
 // index), found by a two-pass radix histogram select: O(n) per model, no sort, no scratch of size n.
 // Random: keeps an entry when u(seed, tensor_id, i, index) < density_i and divides it by density_i;
 // u is a counter-based hash, so the pattern depends on nothing else.
+// Blocks are handed to the threads dynamically (a shared counter), so a thread slowed by another
+// process does not hold the rest back; every block's result depends only on its own elements.
 // Thread-safe (no shared state); releases nothing itself (bindings drop the GIL). O(n * models).
 int64_t merge_task_vectors(const TensorView* base, const std::vector<TensorView>& models,
                            const TaskVectorOptions& options, const TensorView& out);
@@ -79,6 +84,11 @@ struct BlockKernels {
   void (*trim)(float* delta, int64_t len, uint32_t threshold, bool keep_equal);
   // out[j] = ca * a[j] + cb * b[j]; returns non-finite count.
   int64_t (*blend)(const float* a, const float* b, float ca, float cb, int64_t len, float* out);
+  // The whole no-sparsify, no-election formula over one block in one pass, reading the inputs and
+  // writing the output in place (all inputs float32 or all bfloat16, out float32 or bfloat16, 1 to 4
+  // models, base null or of the inputs' type): the same bits as the block path. Non-finite count.
+  int64_t (*fused_mix)(const void* base, const void* const* models, int count, bool in_bf16, bool out_bf16,
+                       const float* weights, float scale, int64_t len, void* out);
 };
 const BlockKernels& block_kernels();
 

@@ -6,5 +6,5 @@
 
 namespace pangu::merge::avx512 {
 const BlockKernels kBlockKernels{block_impl::combine, block_impl::subtract, block_impl::drop, block_impl::trim,
-                                    block_impl::blend};
+                                    block_impl::blend, block_impl::fused_mix};
 }  // namespace pangu::merge::avx512

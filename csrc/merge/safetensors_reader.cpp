@@ -10,6 +10,10 @@
 
 #include "common/errors.h"
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
+
 namespace pangu::merge {
 
 namespace {
@@ -64,6 +68,13 @@ void SafetensorsReader::prefetch(int64_t begin, int64_t end) const {
   int64_t first = (data_start_ + begin) / page_size() * page_size();
   int64_t last = data_start_ + end;
   if (last > first) ::madvise(base_ + first, static_cast<size_t>(last - first), MADV_WILLNEED);
+}
+
+void SafetensorsReader::populate(int64_t begin, int64_t end) const {
+  int64_t first = (data_start_ + begin) / page_size() * page_size();
+  int64_t last = data_start_ + end;
+  if (last <= first) return;
+  if (::madvise(base_ + first, static_cast<size_t>(last - first), MADV_POPULATE_READ) != 0) prefetch(begin, end);
 }
 
 void SafetensorsReader::release(int64_t begin, int64_t end) const {

@@ -28,6 +28,9 @@ from pangu_core import _core
 from pangu_core.tensors import FLOAT_DTYPES, check_tensor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Digests of the input files recorded by folder merges: XXH64 (fast, non-cryptographic: identifies
+# the inputs; `xxhsum -H1` checks it), SHA-256 (cryptographic, about 4x slower here), or none.
+INPUT_HASHES = ("xxh64", "sha256", "none")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,12 @@ class MergeMethod:
     default_normalize: bool = False
     is_slerp: bool = False
     description: str = ""
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether each output element depends only on the inputs at its own position, so a tensor
+        may be merged slice by slice (not slerp's global angle, not a top-k magnitude trim)."""
+        return not self.is_slerp and self.sparsify != "magnitude"
 
 
 _METHODS: dict[str, MergeMethod] = {}
@@ -128,6 +137,7 @@ class MergeConfig:
         seed: 0                     # DARE draws
         overrides: [{pattern: self_attn, t: 0.3}]
         copy_tensors: [{pattern: embed_tokens, source: ./base}]
+        input_hash: xxh64           # digest of the input files in the record: xxh64, sha256 or none
     """
 
     method: str
@@ -142,6 +152,7 @@ class MergeConfig:
     overrides: tuple[Override, ...] = ()
     copy_tensors: tuple[CopyRule, ...] = ()
     max_shard_bytes: int = 2 << 30
+    input_hash: str = "xxh64"
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -186,6 +197,8 @@ class MergeConfig:
             out.append(f"seed: expected an int >= 0, got {self.seed!r}")
         if isinstance(self.max_shard_bytes, bool) or not isinstance(self.max_shard_bytes, int) or self.max_shard_bytes < 1:
             out.append(f"max_shard_bytes: expected an int >= 1, got {self.max_shard_bytes!r}")
+        if self.input_hash not in INPUT_HASHES:
+            out.append(f"input_hash: expected one of {', '.join(INPUT_HASHES)}, got {self.input_hash!r}")
         for i, o in enumerate(self.overrides):
             if not isinstance(o, Override):
                 out.append(f"overrides[{i}]: expected an Override")
@@ -257,7 +270,7 @@ class MergeConfig:
 
         Accepted: merge_method (or method), base_model, models (each ``model`` plus optional
         ``parameters`` weight/density), parameters (lambda, density, normalize, t, weight), dtype,
-        seed, overrides, copy_tensors, max_shard_bytes. A top-level parameter may be mergekit's
+        seed, overrides, copy_tensors, max_shard_bytes, input_hash. A top-level parameter may be mergekit's
         filtered list, e.g. ``t: [{filter: self_attn, value: 0.3}, {value: 0.5}]`` (scalar values).
         """
         return cls(**_parse(data))
@@ -293,7 +306,7 @@ def _pattern_problem(pattern: Any, where: str) -> list[str]:
 
 
 _TOP_KEYS = {"merge_method", "method", "base_model", "models", "parameters", "dtype", "out_dtype", "seed",
-             "overrides", "copy_tensors", "max_shard_bytes", "tokenizer_source", "chat_template", "name"}
+             "overrides", "copy_tensors", "max_shard_bytes", "input_hash", "tokenizer_source", "chat_template", "name"}
 _PARAM_KEYS = {"lambda": "lambda_", "density": "density", "normalize": "normalize", "t": "t", "weight": "weight"}
 
 
@@ -348,7 +361,7 @@ def _parse(data: Mapping[str, Any]) -> dict[str, Any]:
     dtype = data.get("out_dtype", data.get("dtype"))
     if dtype is not None:
         out["dtype"] = str(dtype)
-    for key in ("seed", "max_shard_bytes"):
+    for key in ("seed", "max_shard_bytes", "input_hash"):
         if key in data:
             out[key] = data[key]
     if problems:
@@ -387,6 +400,7 @@ def merge_tensor(
     t: float = 0.5,
     seed: int = 0,
     tensor_id: int = 0,
+    first_index: int = 0,
     out: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
     name: str = "tensor",
@@ -394,8 +408,10 @@ def merge_tensor(
     """Merges one tensor of several models in C++; returns ``out`` (allocated if not given).
 
     models: float32/float16/bfloat16 CPU tensors of one shape (dtypes may differ), used zero-copy
-    when contiguous. base: same shape, needed by every method but linear. Raises ValueError naming
-    ``name`` when the result holds NaN or infinity.
+    when contiguous. base: same shape, needed by every method but linear. ``first_index``: where
+    these tensors start within a larger tensor merged slice by slice (DARE draws by position in the
+    whole tensor, so the slices give the bits of a merge at once). Raises ValueError naming ``name``
+    when the result holds NaN or infinity.
     """
     spec = method if isinstance(method, MergeMethod) else get_method(method)
     if not isinstance(models, (list, tuple)) or not models:
@@ -417,6 +433,8 @@ def merge_tensor(
     if len(weights) != count or len(densities) != count:
         raise ValueError(f"weights, densities: expected {count} values each (one per model), "
                          f"got {len(weights)} and {len(densities)}")
+    if isinstance(first_index, bool) or not isinstance(first_index, int) or first_index < 0:
+        raise ValueError(f"first_index: expected an int >= 0, got {first_index!r}")
     if spec.is_slerp and count != 1:
         raise ValueError(f"models: slerp takes exactly one model besides the base, got {count}")
     dtype = out_dtype or (base.dtype if base is not None else tensors[0].dtype)
@@ -434,7 +452,7 @@ def merge_tensor(
         norm = spec.default_normalize if normalize is None else bool(normalize)
         bad = _core.merge.task_vectors(base if spec.needs_base else None, tensors, out, weights, densities,
                                        spec.sparsify, spec.sign_consensus, norm, float(lambda_), int(seed),
-                                       int(tensor_id))
+                                       int(tensor_id), first_index)
     if bad:
         raise ValueError(f"{name}: the merged tensor holds {bad} NaN or infinite values")
     return out
@@ -449,12 +467,14 @@ def tensor_id_of(name: str) -> int:
 
 
 def merge_one(config: MergeConfig, name: str, tensors: Mapping[str, torch.Tensor],
-              out: torch.Tensor | None = None) -> torch.Tensor:
+              out: torch.Tensor | None = None, first_index: int = 0) -> torch.Tensor:
     """Merges tensor ``name`` given each source's copy (keyed by model path/name) under ``config``.
 
     Tensors matched by a copy rule come unchanged from their source; tensors that are not
     float32/float16/bfloat16 (integer buffers, float64) come unchanged from the base (or the first
-    model). Writes into ``out`` when given.
+    model). Writes into ``out`` when given. ``first_index``: the tensors are the flat slice starting
+    there of tensor ``name`` (see :func:`merge_tensor`; not for slerp or magnitude trims, which need
+    the whole tensor).
     """
     source = config.copy_source(name)
     dtype = DTYPES[config.dtype] if config.dtype else None
@@ -469,7 +489,7 @@ def merge_one(config: MergeConfig, name: str, tensors: Mapping[str, torch.Tensor
     return merge_tensor(
         spec, [tensors[m.model] for m in config.merged_models()], base=tensors.get(config.base_model or ""),
         weights=p["weights"], densities=p["densities"], lambda_=p["lambda"], normalize=p["normalize"], t=p["t"],
-        seed=config.seed, tensor_id=tensor_id_of(name), out=out, out_dtype=dtype or reference.dtype, name=name)
+        seed=config.seed, tensor_id=tensor_id_of(name), first_index=first_index, out=out, out_dtype=dtype or reference.dtype, name=name)
 
 
 def merge_state_dicts(state_dicts: Mapping[str, Mapping[str, torch.Tensor]], config: MergeConfig,

@@ -7,6 +7,7 @@ parameters, top-level parameters, dtype); see :class:`pangu_core.merge.MergeConf
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 
@@ -17,7 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-hash", action="store_true", help="do not record the inputs' SHA-256")
+    parser.add_argument("--input-hash", choices=("xxh64", "sha256", "none"), default=None,
+                        help="digest of the input files recorded in the output (default: the config's "
+                             "input_hash, xxh64 unless set)")
+    parser.add_argument("--no-hash", action="store_true", help="record no input digest (--input-hash none)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = MergeConfig.from_yaml(args.config)
+        if args.input_hash is not None:
+            config = dataclasses.replace(config, input_hash=args.input_hash)
         out = merge_checkpoints(config, args.out, overwrite=args.overwrite, threads=args.threads,
                                 progress=not args.no_progress, hash_inputs=not args.no_hash)
     except (ValueError, KeyError, FileExistsError, FileNotFoundError, OSError) as exc:

@@ -1,14 +1,23 @@
 """Streaming merges of checkpoint folders: mmap safetensors in, sharded safetensors out, atomically.
 
 Layout read and written is Hugging Face's: ``model.safetensors`` or shards listed by
-``model.safetensors.index.json``. The merge goes tensor by tensor: input tensors are zero-copy views
-of the memory-mapped files, the C++ kernel writes the result into a fresh buffer, a C++ writer thread
-writes that buffer to its shard while the next tensor is computed, and the input pages are dropped
-from the process once used.
+``model.safetensors.index.json``. The merge streams: input tensors are zero-copy views of the
+memory-mapped files, mapped a range at a time in one call (populate) and dropped from the process
+once used; the C++ kernel writes into an output buffer, and a C++ writer thread writes that buffer to
+its shard while the next piece is computed.
 
-Peak memory (besides the interpreter and torch): the current tensor of every input,
-``(N + 1) * largest_tensor_in`` mapped pages, plus at most ``WRITE_DEPTH + 1`` output tensors (one
-being computed, ``WRITE_DEPTH`` queued for writing), independent of the checkpoint size.
+Methods whose output elements depend only on the inputs at the same position (linear, task
+arithmetic, DARE; see ``MergeMethod.elementwise``) and copied tensors go in flat slices of
+``SLICE_ELEMENTS`` elements through ``WRITE_DEPTH + 1`` reused output buffers, so large tensors never
+sit in memory whole and no fresh output page is ever faulted in. Slerp and TIES (whose top-k trim
+needs the whole tensor) go tensor by tensor into fresh buffers.
+
+Peak memory (besides the interpreter and torch), independent of the checkpoint size:
+  sliced methods:  (N + 1) * SLICE_ELEMENTS * 4 bytes mapped input pages (N merged inputs and the
+                   base, at most float32) + (WRITE_DEPTH + 1) * SLICE_ELEMENTS * 4 bytes of output
+                   buffers: about 40 MB for three models;
+  tensor by tensor: (N + 1) * largest_tensor mapped pages + (WRITE_DEPTH + 1) output tensors.
+The input hasher (``input_hash``) maps one 8 MB window of a file at a time.
 
 Atomicity: everything is written into a hidden sibling folder that is renamed onto ``out_dir`` only
 after the last byte; the index file is written last, so even that folder never loads as a complete
@@ -36,6 +45,7 @@ from pangu_core.merge import DTYPES, MergeConfig, check_same_tensors, merge_one
 INDEX_NAME = "model.safetensors.index.json"
 RECORD_NAME = "pangu_merge.json"
 WRITE_DEPTH = 2
+SLICE_ELEMENTS = 1 << 20  # per slice: small enough for the caches, large enough to amortise the calls
 
 ST_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -110,13 +120,35 @@ class Checkpoint:
         reader, _, _, begin, end = self.entries[name]
         reader.prefetch(begin, end)
 
-    def release(self, name: str) -> None:
-        """Drops the pages of ``name`` from this process (views stay valid: they fault back in)."""
-        reader, _, _, begin, end = self.entries[name]
-        reader.release(begin, end)
+    def _span(self, name: str, lo: int | None, hi: int | None) -> tuple[Any, int, int, int]:
+        reader, dtype, _, begin, end = self.entries[name]
+        size = _element_size(dtype)
+        return reader, begin, begin if lo is None else begin + lo * size, end if hi is None else begin + hi * size
+
+    def populate(self, name: str, lo: int | None = None, hi: int | None = None) -> None:
+        """Maps elements [lo, hi) of ``name`` (default: all) into this process in one call."""
+        reader, _, first, last = self._span(name, lo, hi)
+        reader.populate(first, last)
+
+    def release(self, name: str, lo: int | None = None, hi: int | None = None) -> None:
+        """Drops the pages of elements [lo, hi) of ``name`` (default: all) from this process, the page
+        straddling ``lo`` included (the elements before it are done); views stay valid: they fault
+        back in."""
+        reader, begin, first, last = self._span(name, lo, hi)
+        if first > begin:  # the page holding `first` starts at or after the tensor's first page
+            absolute = reader.data_start + first
+            first = max(begin, absolute - absolute % _PAGE - reader.data_start)
+        reader.release(first, last)
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
         return {n: (e[2], e[0].path) for n, e in self.entries.items()}
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -180,18 +212,27 @@ def _copy_side_files(base: Checkpoint, tmp: Path, dtype: str | None) -> None:
             json.dump(data, f, indent=2)
 
 
+def file_xxh64(path: str) -> str:
+    """Hex XXH64 (seed 0, canonical big-endian form, as ``xxhsum -H1`` prints it) of a file, computed
+    in C++ over a memory mapping without copying; drops the GIL."""
+    return _core.merge.file_xxh64(str(path))
+
+
+FILE_HASHES = {"xxh64": file_xxh64, "sha256": file_sha256}
+
+
 class _Hasher(threading.Thread):
     """Hashes the input files in the background while the merge runs."""
 
-    def __init__(self, files: list[str]):
+    def __init__(self, files: list[str], algorithm: str):
         super().__init__(daemon=True)
-        self.files, self.result, self.error = files, {}, None
+        self.files, self.hash, self.result, self.error = files, FILE_HASHES[algorithm], {}, None
 
     def run(self) -> None:
         try:
             for f in self.files:
-                self.result[f] = file_sha256(f)
-        except OSError as exc:
+                self.result[f] = self.hash(f)
+        except (OSError, ValueError) as exc:
             self.error = exc
 
 
@@ -209,8 +250,11 @@ def merge_checkpoints(
 
     Refuses an existing ``out_dir`` unless ``overwrite``. Checks every input for the same tensor
     names and shapes first and reports all mismatches at once. ``threads`` sets the kernel threads
-    for this call. ``durable`` fsyncs the shards before the rename (survives a power loss, not only a
-    killed process). ``hash_inputs`` records each input file's SHA-256 in the output's metadata.
+    for this call (their helpers sleep between calls, leaving the cores to the writer and hasher
+    threads). ``durable`` fsyncs the shards before the rename (survives a power loss, not only a
+    killed process). ``hash_inputs`` records each input file's digest (``config.input_hash``:
+    XXH64 by default, or SHA-256) in the output's metadata as ``input_<algorithm>``; False records
+    none whatever the config says.
     Raises ValueError naming a tensor whose merge holds NaN or infinity; nothing is left at out_dir.
     """
     if not isinstance(config, MergeConfig):
@@ -235,7 +279,8 @@ def merge_checkpoints(
     record = {"method": config.method, "config": config.to_dict(), "pangu_core": pangu_core.__version__}
     metadata = {"format": "pt", "pangu_merge": json.dumps(record, sort_keys=True)}
     files = [f for c in checkpoints.values() for f in c.files]
-    hasher = _Hasher(files) if hash_inputs else None
+    algorithm = config.input_hash if hash_inputs else "none"
+    hasher = _Hasher(files, algorithm) if algorithm != "none" else None
     if hasher:
         hasher.start()
 
@@ -252,7 +297,7 @@ def merge_checkpoints(
             hasher.join()
             if hasher.error:
                 raise hasher.error
-            record["input_sha256"] = hasher.result
+            record[f"input_{algorithm}"] = hasher.result
         total = sum(e - b for shard in plan for _, _, _, b, e in shard)
         with open(tmp / RECORD_NAME, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
@@ -267,12 +312,34 @@ def merge_checkpoints(
     return str(out)
 
 
+class _OutputRing:
+    """``WRITE_DEPTH + 1`` output buffers of ``SLICE_ELEMENTS`` float32, handed out in turn.
+
+    A writer holds at most ``WRITE_DEPTH`` queued tensors and drops one from its queue only once it
+    is written; a shard's writer is closed (drained) before the next one opens. So when a buffer
+    comes round again, the slice it held ``WRITE_DEPTH + 1`` submissions ago is on disk.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: list[torch.Tensor] = []
+        self.turn = 0
+
+    def take(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        if not self.buffers:  # first use: fault the pages in once, then reuse them for every slice
+            self.buffers = [torch.empty(SLICE_ELEMENTS * 4, dtype=torch.uint8) for _ in range(WRITE_DEPTH + 1)]
+        buffer = self.buffers[self.turn]
+        self.turn = (self.turn + 1) % len(self.buffers)
+        return buffer[: numel * _element_size(dtype)].view(dtype)
+
+
 def _stream(config: MergeConfig, checkpoints: dict[str, Checkpoint], names: list[str], plan: list[list],
             metadata: dict[str, str], tmp: Path, progress: bool, durable: bool) -> dict[str, str]:
     from tqdm import tqdm
 
     weight_map: dict[str, str] = {}
     order = [entry for shard in plan for entry in shard]
+    sliced = config.method_spec().elementwise
+    ring = _OutputRing()
     bar = tqdm(total=len(order), desc="merge", unit="tensor", disable=not progress)
     start, moved = time.perf_counter(), 0
     position = 0
@@ -282,17 +349,23 @@ def _stream(config: MergeConfig, checkpoints: dict[str, Checkpoint], names: list
             writer = _core.merge.SafetensorsWriter(str(tmp / file_name), _header(shard, metadata), WRITE_DEPTH)
             try:
                 for name, dtype, shape, begin, _ in shard:
-                    if position + 1 < len(order):
+                    if position + 1 < len(order):  # readahead when the page cache is cold
                         for c in checkpoints.values():
                             c.prefetch(order[position + 1][0])
-                    inputs = {s: c.tensor(name) for s, c in checkpoints.items()}
-                    result = torch.empty(shape, dtype=dtype)
-                    merge_one(config, name, inputs, out=result)
-                    writer.submit(result, begin)
-                    moved += sum(t.nbytes for t in inputs.values()) + result.nbytes
-                    del inputs, result
-                    for c in checkpoints.values():
-                        c.release(name)
+                    numel = _numel(shape)
+                    if sliced and numel > 0:
+                        moved += _merge_slices(config, checkpoints, name, dtype, numel, begin, writer, ring)
+                    else:
+                        for c in checkpoints.values():
+                            c.populate(name)
+                        inputs = {s: c.tensor(name) for s, c in checkpoints.items()}
+                        result = torch.empty(shape, dtype=dtype)
+                        merge_one(config, name, inputs, out=result)
+                        writer.submit(result, begin)
+                        moved += sum(t.nbytes for t in inputs.values()) + result.nbytes
+                        del inputs, result
+                        for c in checkpoints.values():
+                            c.release(name)
                     weight_map[name] = file_name
                     position += 1
                     bar.update(1)
@@ -303,6 +376,27 @@ def _stream(config: MergeConfig, checkpoints: dict[str, Checkpoint], names: list
     finally:
         bar.close()
     return weight_map
+
+
+def _merge_slices(config: MergeConfig, checkpoints: dict[str, Checkpoint], name: str, dtype: torch.dtype,
+                  numel: int, begin: int, writer: Any, ring: _OutputRing) -> int:
+    """Merges tensor ``name`` in flat slices into ring buffers, each written at its offset; returns
+    the bytes read and written."""
+    flat = {s: c.tensor(name).reshape(-1) for s, c in checkpoints.items()}
+    size = _element_size(dtype)
+    moved = 0
+    for lo in range(0, numel, SLICE_ELEMENTS):
+        hi = min(numel, lo + SLICE_ELEMENTS)
+        for c in checkpoints.values():
+            c.populate(name, lo, hi)
+        inputs = {s: t[lo:hi] for s, t in flat.items()}
+        result = ring.take(hi - lo, dtype)
+        merge_one(config, name, inputs, out=result, first_index=lo)
+        writer.submit(result, begin + lo * size)
+        moved += sum(t.nbytes for t in inputs.values()) + result.nbytes
+        for c in checkpoints.values():
+            c.release(name, lo, hi)
+    return moved
 
 
 def _replace(tmp: Path, out: Path, overwrite: bool) -> None:

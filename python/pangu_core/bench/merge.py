@@ -102,7 +102,10 @@ def _inmem_cases(quick: bool, ceiling: float) -> list[dict[str, Any]]:
             f"inmem_{method}_bf16_n3", "GB/s", gbps(ours_s), "torch ops", gbps(base_s),
             ceiling="memory copy", ceiling_value=ceiling, bytes_per_model_mb=2 * elements / 2**20,
             streams_read_written=streams, max_abs_diff_vs_baseline=diff,
-            ours_seconds=ours_s, baseline_seconds=base_s))
+            ours_seconds=ours_s, baseline_seconds=base_s,
+            notes="GB/s = (N + 1) x bytes per element / s for every side; ceiling: torch copy_ of 256 MB "
+                  "float32 counting read + written bytes; all sides write into memory already faulted in "
+                  "(the ceiling's and the baseline's by their warm-up run, ours into preallocated outputs)"))
     return cases
 
 
@@ -298,7 +301,8 @@ def _file_cases(quick: bool) -> list[dict[str, Any]]:
             extra.update(baseline_peak_rss_mb=mk_rss, rss_ratio=mk_rss / ours_rss,
                          baseline_repeats=len(runs["mergekit"]["seconds"]),
                          baseline_rss_before_merge_mb=runs["mergekit"]["rss_before_mb"],
-                         ours_options="durable=False (no fsync, like mergekit), input SHA-256 recorded",
+                         ours_options="durable=False (no fsync, like mergekit); input XXH64 digests recorded "
+                                      "(default input_hash: xxh64; sha256 available); mergekit hashes nothing",
                          **_compare_outputs(root, method, paths))
             cases.append(make_case(f"file_{method}_n3", "seconds", ours_s, "mergekit", mk_s, higher_is_better=False,
                                    **extra))

@@ -1,0 +1,126 @@
+#include "merge/work_pool.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace pangu::merge {
+namespace {
+
+struct Job {
+  int64_t groups = 0;
+  int helpers = 0;  // pool threads allowed to join: indices below this
+  const std::function<void(int64_t, const ClaimGroup&)>* body = nullptr;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::mutex mutex;
+  std::condition_variable finished;
+  std::exception_ptr error;
+};
+
+// Claims groups for one caller of body; counts them done after body returns (or throws), so the
+// caller of run_groups cannot return while any body still runs on its data.
+void work(Job& job, int64_t first) {
+  int64_t claimed = 1;
+  ClaimGroup claim = [&]() -> int64_t {
+    int64_t g = job.next.fetch_add(1);
+    if (g >= job.groups) return -1;
+    ++claimed;
+    return g;
+  };
+  try {
+    (*job.body)(first, claim);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(job.mutex);
+    if (!job.error) job.error = std::current_exception();
+    int64_t left = job.next.exchange(job.groups);  // skip what nobody took yet; count it done here
+    if (left < job.groups) claimed += job.groups - left;
+  }
+  if (job.done.fetch_add(claimed) + claimed == job.groups) {
+    std::lock_guard<std::mutex> lock(job.mutex);
+    job.finished.notify_all();
+  }
+}
+
+class Pool {
+ public:
+  // Never destroyed: helpers may still sleep in wait() at process exit.
+  static Pool& instance() {
+    static std::mutex creation;
+    static Pool* pool = nullptr;
+    static pid_t owner = 0;
+    std::lock_guard<std::mutex> lock(creation);
+    if (pool == nullptr || owner != ::getpid()) {  // a forked child has none of the parent's helpers
+      pool = new Pool();
+      owner = ::getpid();
+    }
+    return *pool;
+  }
+
+  void run(const std::shared_ptr<Job>& job) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      while (static_cast<int>(helpers_.size()) < job->helpers) {
+        int index = static_cast<int>(helpers_.size());
+        helpers_.emplace_back([this, index] { loop(index); });
+        helpers_.back().detach();
+      }
+      current_ = job;
+      ++generation_;
+    }
+    wake_.notify_all();
+    int64_t first = job->next.fetch_add(1);
+    if (first < job->groups) work(*job, first);
+    std::unique_lock<std::mutex> lock(job->mutex);
+    job->finished.wait(lock, [&] { return job->done.load() == job->groups; });
+  }
+
+ private:
+  void loop(int index) {
+    uint64_t seen = 0;
+    while (true) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        job = current_;
+      }
+      if (!job || index >= job->helpers) continue;
+      int64_t first = job->next.fetch_add(1);
+      if (first < job->groups) work(*job, first);
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<std::thread> helpers_;
+  std::shared_ptr<Job> current_;
+  uint64_t generation_ = 0;
+};
+
+}  // namespace
+
+void run_groups(int64_t groups, int threads, const std::function<void(int64_t, const ClaimGroup&)>& body) {
+  if (groups <= 0) return;
+  if (threads <= 1 || groups == 1) {
+    int64_t next = 1;
+    body(0, [&]() -> int64_t { return next < groups ? next++ : -1; });
+    return;
+  }
+  auto job = std::make_shared<Job>();
+  job->groups = groups;
+  job->helpers = static_cast<int>(std::min<int64_t>(threads - 1, groups - 1));
+  job->body = &body;
+  Pool::instance().run(job);
+  if (job->error) std::rethrow_exception(job->error);
+}
+
+}  // namespace pangu::merge
