@@ -1,8 +1,6 @@
 #include "merge/file_hash.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +8,7 @@
 #include <cstring>
 
 #include "common/errors.h"
+#include "merge/safetensors_reader.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22  // Linux 5.14; older kernels answer EINVAL and pages fault in instead
@@ -107,15 +106,9 @@ uint64_t xxh64(const void* data, size_t bytes, uint64_t seed) {
 
 std::string file_xxh64(const std::string& path, int64_t window) {
   PANGU_CHECK(window > 0, Value, "window: expected > 0 bytes, got ", window);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  PANGU_CHECK(fd >= 0, Value, "path: cannot open ", path, ": ", std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    fail(ErrorKind::Value, "path: cannot stat ", path, ": ", std::strerror(err));
-  }
-  auto size = static_cast<size_t>(st.st_size);
+  int64_t file_size = 0;
+  int fd = open_for_reading(path, file_size);
+  auto size = static_cast<size_t>(file_size);
   Xxh64 state;
   if (size > 0) {
     void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);

@@ -25,7 +25,7 @@ int64_t page_size() {
 }
 }  // namespace
 
-SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
+int open_for_reading(const std::string& path, int64_t& size) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   PANGU_CHECK(fd >= 0, Value, "path: cannot open ", path, ": ", std::strerror(errno));
   struct stat st {};
@@ -34,7 +34,12 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
     ::close(fd);
     fail(ErrorKind::Value, "path: cannot stat ", path, ": ", std::strerror(err));
   }
-  size_ = static_cast<int64_t>(st.st_size);
+  size = static_cast<int64_t>(st.st_size);
+  return fd;
+}
+
+SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
+  int fd = open_for_reading(path, size_);
   if (size_ < 8) {
     ::close(fd);
     fail(ErrorKind::Value, "path: ", path, " is not a safetensors file (", size_, " bytes, shorter than the header length)");

@@ -11,6 +11,10 @@
 
 namespace pangu::merge {
 
+// Opens `path` read-only and returns its descriptor, storing the file's size in `size`; throws
+// ValueError naming the file if it cannot be opened or stat'ed. The caller closes the descriptor.
+int open_for_reading(const std::string& path, int64_t& size);
+
 class SafetensorsReader {
  public:
   // Maps `path`; throws ValueError naming the file if it cannot be opened or is not safetensors
