@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
 
 from pangu_core import _core
+from pangu_core.config import FromMapping
 from pangu_core.tensors import check_tensor
 
 _sync = _core.sync
@@ -51,7 +52,7 @@ def required_version(clock: int, staleness: int) -> int:
 
 
 @dataclass(frozen=True)
-class SyncConfig:
+class SyncConfig(FromMapping):
     """How weights travel from the learner to rollout workers. Validates itself on construction.
 
     transport: registry name ("inprocess", "shm", "torch_distributed"; see :func:`transports`).
@@ -119,25 +120,6 @@ class SyncConfig:
     def bucket_bytes(self) -> int:
         return max(1, int(self.bucket_mb * (1 << 20)))
 
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "SyncConfig":
-        """Builds a config from a mapping; unknown keys are errors (listed with the known ones)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"SyncConfig: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
-
-    @classmethod
-    def from_yaml(cls, path: str) -> "SyncConfig":
-        """Loads a config from a YAML file holding a mapping of the fields above."""
-        import yaml
-
-        with open(path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        if not isinstance(values, Mapping):
-            raise ValueError(f"{path}: expected a mapping of SyncConfig fields, got {type(values).__name__}")
-        return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
