@@ -25,7 +25,7 @@ import re
 
 from pangu_core.dual.response import DEFAULT_MARKERS, ThinkingMarkers
 from pangu_core.tasks.dataset import Task
-from pangu_core.tasks.math_tasks import Step, arithmetic_steps, postfix_tokens as _postfix
+from pangu_core.tasks.math_tasks import Step, arithmetic_steps, postfix_tokens
 
 TEACHER_MODES = ("slow", "fast")
 
@@ -125,7 +125,7 @@ def slow_thinking(expression: str) -> str:
     leaves = iter(zip(LABELS, numbers))
     postfix_results = iter(steps)
     next_label = len(numbers)
-    for token in _postfix(expression):
+    for token in postfix_tokens(expression):
         if token.isdigit():
             stack.append(next(leaves))
             continue
