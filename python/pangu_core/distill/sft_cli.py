@@ -153,14 +153,16 @@ def run_sft(config: SFTRunConfig, out: str | Path, progress: bool = True) -> dic
     import torch.multiprocessing as mp
 
     start, cpu_start = time.perf_counter(), time.process_time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory(prefix="pangu-sft-") as scratch:
         mp.spawn(_rank_main, args=(config, str(out), progress, str(Path(scratch) / "store")),
                  nprocs=config.num_processes, join=True)
     result = json.loads((out / "eval.json").read_text())
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ranks_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     # The whole run as the parent saw it: every rank's CPU time, and the wall time including start-up.
     result["timings"]["total_s"] = time.perf_counter() - start
-    result["timings"]["cpu_s"] = time.process_time() - cpu_start + children.ru_utime + children.ru_stime
+    result["timings"]["cpu_s"] = time.process_time() - cpu_start + ranks_cpu
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
