@@ -276,18 +276,23 @@ class SFTTrainer:
         return TrainLog(losses, tokens, time.perf_counter() - started)
 
     def _all_reduce_gradients(self, loss_sum: float, seen: int) -> tuple[float, int]:
-        """Sums gradients (one flat buffer), the loss sum and the token count across ranks."""
+        """Sums gradients (one flat buffer per dtype), the loss sum and the token count across ranks."""
         import torch.distributed as dist
 
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-                         + [torch.tensor([loss_sum, float(seen)], dtype=params[0].dtype, device=params[0].device)])
-        dist.all_reduce(flat)
-        offset = 0
-        for p in params:
-            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
-        return float(flat[-2]), int(flat[-1])
+        by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+        for p in self.model.parameters():
+            if p.requires_grad:
+                by_dtype.setdefault(p.dtype, []).append(p)
+        for params in by_dtype.values():
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+            dist.all_reduce(flat)
+            offset = 0
+            for p in params:  # views of the fresh buffer: no copy back
+                p.grad = flat[offset:offset + p.numel()].view_as(p)
+                offset += p.numel()
+        totals = torch.tensor([loss_sum, float(seen)], dtype=torch.float64)
+        dist.all_reduce(totals)
+        return float(totals[0]), int(totals[1])
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Writes weights + config (safetensors), tokenizer, and the training state to ``path``.
