@@ -100,13 +100,14 @@ def postfix_tokens(expression: str) -> list[str]:
     return output
 
 
-def arithmetic_steps(expression: str) -> list[Step]:
+def arithmetic_steps(expression: str, postfix: list[str] | None = None) -> list[Step]:
     """The steps of evaluating ``expression`` (non-negative integers, + - * / and parentheses).
 
     Steps come in postfix order: left to right, products before sums, parentheses first, which is
     the order a person works them. Division must be exact. Raises ValueError on malformed input.
+    ``postfix`` is ``postfix_tokens(expression)`` when the caller has it already.
     """
-    output = postfix_tokens(expression)
+    output = postfix_tokens(expression) if postfix is None else postfix
     values: list[int] = []
     steps: list[Step] = []
     for token in output:

@@ -115,8 +115,9 @@ def render_step(step: Step) -> str:
 
 def slow_thinking(expression: str) -> str:
     """The thinking text (without markers) that works ``expression`` step by step (see the module doc)."""
-    steps = arithmetic_steps(expression)
-    numbers = [int(t) for t in _TOKENS.findall(expression) if t.isdigit()]
+    postfix = postfix_tokens(expression)
+    steps = arithmetic_steps(expression, postfix)
+    numbers = [int(t) for t in postfix if t.isdigit()]  # postfix keeps the operands' order
     if len(numbers) + len(steps) > len(LABELS):
         raise ValueError(f"expression: more than {len(LABELS)} numbers and results to label in {expression!r}")
     lines = [labelled_expression(expression)]
@@ -125,7 +126,7 @@ def slow_thinking(expression: str) -> str:
     leaves = iter(zip(LABELS, numbers))
     postfix_results = iter(steps)
     next_label = len(numbers)
-    for token in postfix_tokens(expression):
+    for token in postfix:
         if token.isdigit():
             stack.append(next(leaves))
             continue
