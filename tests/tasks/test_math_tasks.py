@@ -42,15 +42,28 @@ def test_levels_are_balanced_and_grow_in_steps_and_digits():
     assert all(len(group) == 200 for group in by_level.values())
     steps = {level: [len(arithmetic_steps(t.meta["expression"])) for t in group] for level, group in by_level.items()}
     assert set(steps[1]) == {1} and set(steps[2]) == {1} and set(steps[3]) == {2}
-    assert set(steps[4]) == {3} and set(steps[5]) == {4}
+    assert set(steps[4]) == {3} and set(steps[5]) == {3}
     assert all(re.fullmatch(r"\d[+-]\d", t.prompt) for t in by_level[1])
     assert all(re.fullmatch(r"\d\d[+-]\d\d", t.prompt) for t in by_level[2])
-    assert any("(" in t.prompt for t in by_level[4]) and any("*" in t.prompt for t in by_level[4])
-    assert all("How many" in t.prompt for t in by_level[5])
+    assert all(re.fullmatch(r"\d\d[+-]\d\d[+-]\d\d", t.prompt) for t in by_level[3])
+    assert all("(" in t.prompt and len(re.findall(r"\d+", t.prompt)) == 4 for t in by_level[4])
+    assert all(t.prompt.endswith("How many now?") for t in by_level[5])
     for task in tasks:
         assert all(0 <= s.result <= MAX_VALUE for s in arithmetic_steps(task.meta["expression"]))
         # The reference agrees with Python's own evaluation of the expression.
         assert int(task.reference) == eval(task.meta["expression"])  # noqa: S307 - digits and operators only
+
+
+def test_word_problems_say_the_expression_in_words():
+    # Each clause's verb gives the sign of its number; the numbers come in the expression's order.
+    gives = {"gets": "+", "finds": "+", "buys": "+", "gives away": "-", "loses": "-", "sells": "-"}
+    for task in generate_math_tasks(300, levels=[5], seed=6):
+        start, *clauses = task.prompt.removesuffix(". How many now?").split(", ")
+        said = re.fullmatch(r"[A-Z][a-z]+ has (\d+) [a-z]+", start).group(1)
+        for clause in clauses:
+            verb, number = clause.rsplit(" ", 1)
+            said += gives[verb] + number
+        assert said == task.meta["expression"]
 
 
 def test_level_one_runs_out_of_unique_test_problems():

@@ -2,20 +2,23 @@
 
 Levels grow by number of operations, digit counts, parentheses and wording:
 
-====  ==========================================  =====================
-level  shape                                        example
-====  ==========================================  =====================
-1      one operation on single digits               ``7+5``
-2      one operation on two-digit numbers           ``47+38``
-3      two operations on two-digit numbers          ``47+38-19``
-4      three operations, parentheses or a product   ``(47+38)-(19+6)``
-5      a four-step word problem                     ``Ann has 47 pens, ...``
-====  ==========================================  =====================
+====  ============================================  =====================================
+level  shape                                          example
+====  ============================================  =====================================
+1      one operation on single digits                 ``7+5``
+2      one operation on two-digit numbers             ``47+38``
+3      two operations on two-digit numbers            ``47+38-19``
+4      three operations with parentheses              ``(47+38)-(19+26)``
+5      three operations in a word problem             ``Ann has 47 pens, gets 38, ... now?``
+====  ============================================  =====================================
 
-Every intermediate value stays in [0, 999] and products have single-digit factors, so each step is
-schoolbook column arithmetic a small model can learn. A problem belongs to the test split when a hash
-of its prompt falls below ``test_share``: the splits are disjoint by construction and stable across
-seeds, counts and library versions (the hash is SHA-1 of the prompt text).
+Every operation is an addition or subtraction, every number has one or two digits and every
+intermediate value stays in [0, 999], so each step is schoolbook column arithmetic a small model can
+learn, and the harder levels differ from level 3 in what a step has to be found from (parentheses,
+wording) rather than in new facts. The parser and the teacher also handle ``*`` and ``/``, for a
+user's own problems. A problem belongs to the test split when a hash of its prompt falls below
+``test_share``: the splits are disjoint by construction and stable across seeds, counts and library
+versions (the hash is SHA-1 of the prompt text).
 """
 
 from __future__ import annotations
@@ -138,13 +141,10 @@ def evaluate(expression: str) -> int:
 
 _NAMES = ("Ann", "Bob", "Eva", "Tom", "Mia", "Sam")
 _ITEMS = ("pens", "cards", "coins", "shells", "stamps", "beads")
-# (wording, expression); fields x, y, z two-digit, c, d single-digit.
-_WORD_TEMPLATES = (
-    ("{n} has {x} {i}, gets {y}, gives away {z}, buys {c} packs of {d}. How many now?", "{x}+{y}-{z}+{c}*{d}"),
-    ("{n} has {x} {i}, loses {y}, buys {c} boxes of {d}, finds {z}. How many now?", "{x}-{y}+{c}*{d}+{z}"),
-    ("{n} buys {c} bags of {d} {i}, gets {x}, gives away {y}, finds {z}. How many now?", "{c}*{d}+{x}-{y}+{z}"),
-    ("{n} has {x} {i}, gets {y}, sells {c} sets of {d}, loses {z}. How many now?", "{x}+{y}-{c}*{d}-{z}"),
-)
+# Verbs of a word problem's steps, by the sign they give the number after them.
+_VERBS = {"+": ("gets", "finds", "buys"), "-": ("gives away", "loses", "sells")}
+# Level 4 shapes: three operations on two-digit numbers with one or two parenthesised groups.
+_PAREN_SHAPES = ("({a}{o1}{b}){o2}({c}{o3}{d})", "{a}{o1}({b}{o2}{c}){o3}{d}", "{a}{o1}{b}{o2}({c}{o3}{d})")
 
 
 def _two_digit(rng: random.Random) -> int:
@@ -165,20 +165,16 @@ def _candidate(rng: random.Random, level: int) -> tuple[str, str]:
         expression = f"{a}{rng.choice(ops)}{b}{rng.choice(ops)}{c}"
         return expression, expression
     if level == 4:
-        a, b, c = (_two_digit(rng) for _ in range(3))
-        o1, o2, o3 = (rng.choice(ops) for _ in range(3))
-        shape = rng.randrange(3)
-        if shape == 0:
-            expression = f"({a}{o1}{b}){o2}({c}{o3}{rng.randint(1, 9)})"
-        elif shape == 1:
-            expression = f"{a}{o1}({b}{o2}{c}){o3}{rng.randint(1, 9)}"
-        else:
-            expression = f"{a}{o1}{b}{o2}{rng.randint(2, 9)}*{rng.randint(2, 9)}"
+        numbers = {name: _two_digit(rng) for name in "abcd"}
+        signs = {name: rng.choice(ops) for name in ("o1", "o2", "o3")}
+        expression = rng.choice(_PAREN_SHAPES).format(**numbers, **signs)
         return expression, expression
-    wording, form = rng.choice(_WORD_TEMPLATES)
-    fields = {"x": _two_digit(rng), "y": _two_digit(rng), "z": _two_digit(rng),
-              "c": rng.randint(2, 9), "d": rng.randint(2, 9), "n": rng.choice(_NAMES), "i": rng.choice(_ITEMS)}
-    return wording.format(**fields), form.format(**fields)
+    start, signs = _two_digit(rng), [rng.choice(ops) for _ in range(3)]
+    numbers = [_two_digit(rng) for _ in signs]
+    clauses = ", ".join(f"{rng.choice(_VERBS[sign])} {number}" for sign, number in zip(signs, numbers))
+    prompt = f"{rng.choice(_NAMES)} has {start} {rng.choice(_ITEMS)}, {clauses}. How many now?"
+    expression = f"{start}" + "".join(f"{sign}{number}" for sign, number in zip(signs, numbers))
+    return prompt, expression
 
 
 def in_test_split(prompt: str, test_share: float) -> bool:

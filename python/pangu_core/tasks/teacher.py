@@ -56,18 +56,6 @@ def _column_subtract(left: int, right: int) -> str:
     return " ".join(parts)
 
 
-def render_step(step: Step) -> str:
-    """One line of slow thinking for one operation."""
-    head = f"{step.left}{step.op}{step.right}"
-    if step.left < 10 and step.right < 10 and step.result >= 0:
-        return f"{head}={step.result}"
-    if step.op == "+":
-        return f"{head}: {_column_add(step.left, step.right)} ={step.result}"
-    if step.op == "-" and step.result >= 0:
-        return f"{head}: {_column_subtract(step.left, step.right)} ={step.result}"
-    return f"{head}={step.result}"
-
-
 LABELS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _TOKENS = re.compile(r"\d+|[-+*/()]")
 
