@@ -10,6 +10,7 @@ from pangu_core.distill.sft import (
     IGNORE_INDEX,
     SFTConfig,
     SFTTrainer,
+    Stage,
     collate,
     encode_pairs,
     epoch_batches,
@@ -82,6 +83,56 @@ def test_resume_continues_bit_for_bit(tokenizer, examples, tmp_path):
     resumed.train(progress=False)
     for (name, p), (_, q) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(p, q), name
+
+
+def _spy_batches(trainer):
+    """Records the examples of every batch the trainer draws."""
+    drawn, draw = [], trainer._next_batch
+
+    def spy():
+        indices = draw()
+        drawn.append((trainer.stage, [trainer.examples[i] for i in indices]))
+        return indices
+
+    trainer._next_batch = spy
+    return drawn
+
+
+def test_curriculum_stages_feed_their_steps_and_resume_bit_for_bit(tokenizer, examples, tmp_path):
+    # Stage 0 (fast answers) feeds steps 0-4, stage 1 (slow answers) steps 5-7; resuming from a
+    # checkpoint taken on either side of the boundary continues like the straight run.
+    fast, slow = examples[1::2], examples[0::2]
+    stages = [Stage(5, fast), Stage(8, slow)]
+    config = _config()
+    straight = SFTTrainer(tiny_pangu("nano", tokenizer, seed=0), tokenizer, stages, config)
+    drawn = _spy_batches(straight)
+    straight.train(progress=False)
+    assert [stage for stage, _ in drawn] == [0] * 5 + [1] * 3
+    assert all(e in fast for _, batch in drawn[:5] for e in batch)
+    assert all(e in slow for _, batch in drawn[5:] for e in batch)
+    for stop in (4, 5, 6):
+        first = SFTTrainer(tiny_pangu("nano", tokenizer, seed=0), tokenizer, stages, config)
+        first.train(until_step=stop, progress=False)
+        first.save_checkpoint(tmp_path / f"ckpt{stop}")
+        resumed = SFTTrainer.from_checkpoint(tmp_path / f"ckpt{stop}", stages)
+        resumed.train(progress=False)
+        for (name, p), (_, q) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+            assert torch.equal(p, q), (stop, name)
+    with pytest.raises(ValueError, match="per stage"):
+        SFTTrainer.from_checkpoint(tmp_path / "ckpt4", [Stage(5, fast), Stage(8, slow[:-1])])
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([Stage(5, "x"), Stage(5, "x")], r"examples\[1\].until_step"),
+    ([Stage(5, "x")], r"examples\[-1\].until_step: expected the last stage to end at max_steps=8"),
+    ([Stage(9, "x")], r"examples\[0\].until_step"),
+    ([Stage(3, []), Stage(8, "x")], r"examples\[0\].examples"),
+    ([], r"examples: expected at least one"),
+])
+def test_bad_stages_are_named(tokenizer, examples, stages, message):
+    stages = [Stage(s.until_step, examples[:4] if s.examples == "x" else s.examples) for s in stages]
+    with pytest.raises(ValueError, match=message):
+        SFTTrainer(tiny_pangu("nano", tokenizer, seed=0), tokenizer, stages, _config())
 
 
 def test_loss_falls_and_trains_another_model_family(tokenizer, examples):

@@ -39,6 +39,7 @@ def test_a_small_run_writes_checkpoint_eval_json_and_plot(tmp_path, capsys):
     # End to end through the command: eval.json is keyed by mode then level, the plot exists.
     before = torch.get_num_threads()
     config = {"train_problems": 64, "levels": [1, 2], "test_per_level": 4, "num_threads": 1,
+              "curriculum": [{"share": 0.34, "level_weights": [1, 0]}, {"share": 0.66, "level_weights": [1, 1]}],
               "trainer": {"max_steps": 3, "batch_size": 8, "warmup_steps": 1, "log_every": 1},
               "eval": {"max_new_tokens": 8, "batch_size": 8}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
@@ -60,7 +61,8 @@ def test_level_weights_set_how_many_problems_each_level_gets():
     config = SFTRunConfig(train_problems=101, levels=(1, 2, 3), level_weights=(1, 3, 0))
     counts = sft_cli.level_counts(config)
     assert counts[3] == 0 and sum(counts.values()) == 101 and counts[2] in (75, 76)
-    pairs = sft_cli.build_training_pairs(config)
+    [(end, pairs)] = sft_cli.build_training_stages(config)
+    assert end == config.trainer.max_steps
     assert len(pairs) == 101 and not any(prompt.count("+") + prompt.count("-") == 2 for prompt, _, _ in pairs)
     # Without weights the levels are even.
     even = sft_cli.level_counts(SFTRunConfig(train_problems=10, levels=(1, 2)))
@@ -71,6 +73,36 @@ def test_level_weights_set_how_many_problems_each_level_gets():
         SFTRunConfig(levels=(1, 2), level_weights=(0, 0))
     with pytest.raises(ValueError, match="level_weights"):
         SFTRunConfig(levels=(1, 2), level_weights=(1, -1))
+
+
+def test_a_curriculum_changes_the_levels_between_stages():
+    # Two stages: the first half of the steps sees level 2 only, the second level 3 only; each
+    # level's problems are dealt out once, so no prompt is in both stages.
+    config = SFTRunConfig.from_dict({
+        "train_problems": 60, "levels": [1, 2, 3], "trainer": {"max_steps": 9},
+        "curriculum": [{"share": 0.5, "level_weights": [0, 1, 0]}, {"share": 0.5, "level_weights": [0, 1, 2]}]})
+    assert sft_cli.stage_plan(config) == [(4, {1: 0, 2: 30, 3: 0}), (9, {1: 0, 2: 10, 3: 20})]
+    (first_end, first), (second_end, second) = sft_cli.build_training_stages(config)
+    assert (first_end, len(first), second_end, len(second)) == (4, 30, 9, 30)
+    assert all(len(p) == 5 for p, _, _ in first) and sum(len(p) == 8 for p, _, _ in second) == 20
+    level2 = [p for p, _, _ in first + second if len(p) == 5]
+    assert len(set(level2)) == len(level2) == 40
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"level_weights": [1, 1]}, "level_weights or curriculum, not both"),
+    ({"curriculum": [{"share": 0.5, "level_weights": [1, 1]}]}, "shares to add up to 1"),
+    ({"curriculum": [{"share": 1.0, "level_weights": [1]}]}, r"curriculum\[0\].level_weights"),
+    ({"curriculum": [{"share": 1.0, "weights": [1, 1]}]}, r"curriculum\[0\]: CurriculumStage: unknown keys"),
+    ({"curriculum": [{"share": 0, "level_weights": [1, 1]}]}, r"curriculum\[0\]: share"),
+    ({"curriculum": [{"share": 0.99, "level_weights": [1, 1]}, {"share": 0.01, "level_weights": [1, 1]}]},
+     "a stage gets no steps with max_steps=10"),
+])
+def test_bad_curricula_are_named(changes, message):
+    base = {"levels": [1, 2], "trainer": {"max_steps": 10},
+            "curriculum": [{"share": 0.5, "level_weights": [1, 0]}, {"share": 0.5, "level_weights": [0, 1]}]}
+    with pytest.raises(ValueError, match=message):
+        SFTRunConfig.from_dict({**base, **changes})
 
 
 def test_two_processes_train_the_same_model_as_one(tmp_path):

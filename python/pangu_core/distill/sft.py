@@ -12,6 +12,11 @@ Data parallel: when ``torch.distributed`` is initialised (gloo across local proc
 each rank computes its share of every batch and the gradients are summed across ranks before the
 step, so N processes take the same steps as one process would (up to the order of float sums);
 rank 0 writes checkpoints.
+
+Curriculum: instead of one list of examples the trainer takes a list of :class:`Stage`; each stage's
+examples feed the steps up to its ``until_step``, with their own seeded epochs, so what the model sees
+can change during training (easy levels first, hard ones later) while the optimizer and learning-rate
+schedule run on unchanged.
 """
 
 from __future__ import annotations
@@ -89,6 +94,36 @@ class SFTExample:
         return len(self.prompt_ids) + len(self.response_ids)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One part of a curriculum: the trainer draws its batches from ``examples`` until step ``until_step``."""
+
+    until_step: int
+    examples: Sequence[SFTExample]
+
+
+def _stages(examples: Sequence[SFTExample] | Sequence[Stage], max_steps: int) -> list[Stage]:
+    """``examples`` as a checked list of stages (a plain list of examples is one stage)."""
+    if not examples:
+        raise ValueError("examples: expected at least one example")
+    if not isinstance(examples[0], Stage):
+        return [Stage(max_steps, list(examples))]
+    stages, previous = [], 0
+    for i, stage in enumerate(examples):
+        if not isinstance(stage, Stage):
+            raise TypeError(f"examples[{i}]: expected Stage like examples[0], got {type(stage).__name__}")
+        end = stage.until_step
+        if isinstance(end, bool) or not isinstance(end, int) or not previous < end <= max_steps:
+            raise ValueError(f"examples[{i}].until_step: expected an int in ({previous}, {max_steps}], got {end!r}")
+        if not stage.examples:
+            raise ValueError(f"examples[{i}].examples: expected at least one example")
+        stages.append(Stage(end, list(stage.examples)))
+        previous = end
+    if previous != max_steps:
+        raise ValueError(f"examples[-1].until_step: expected the last stage to end at max_steps={max_steps}, got {previous}")
+    return stages
+
+
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str, str]], max_length: int = 512) -> list[SFTExample]:
     """Tokenizes (user prompt, mode, response) triples with the tokenizer's chat template.
 
@@ -126,9 +161,13 @@ def collate(examples: Sequence[SFTExample], pad_id: int) -> dict[str, torch.Tens
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def epoch_batches(lengths: Sequence[int], batch_size: int, bucket_batches: int, seed: int, epoch: int) -> list[list[int]]:
-    """The batches (lists of example indices) of one epoch, bucketed by length; pure in its inputs."""
-    rng = np.random.default_rng([seed, epoch])
+def epoch_batches(lengths: Sequence[int], batch_size: int, bucket_batches: int, seed: int, epoch: int,
+                  stage: int = 0) -> list[list[int]]:
+    """The batches (lists of example indices) of one epoch of a curriculum stage, bucketed by length.
+
+    Pure in its inputs.
+    """
+    rng = np.random.default_rng([seed, epoch] if stage == 0 else [seed, epoch, stage])
     order = rng.permutation(len(lengths))
     pool = batch_size * bucket_batches
     batches = []
@@ -185,12 +224,10 @@ class SFTTrainer:
             raise TypeError(f"config: expected SFTConfig, got {type(config).__name__}")
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "save_pretrained"):
             raise TypeError(f"model: expected a transformers PreTrainedModel, got {type(model).__name__}")
-        if not examples:
-            raise ValueError("examples: expected at least one example")
         if tokenizer.pad_token_id is None:
             raise ValueError("tokenizer: expected a pad token (set tokenizer.pad_token)")
-        self.model, self.tokenizer, self.examples, self.config = model, tokenizer, list(examples), config
-        self.lengths = [len(e) for e in self.examples]
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.stages = _stages(examples, config.max_steps)
         self.rank, self.world_size = _world()
         if self.world_size > 1:
             import torch.distributed as dist
@@ -209,18 +246,23 @@ class SFTTrainer:
             self.optimizer, lambda s: lr_factor(s, config.warmup_steps, config.max_steps, config.min_lr_ratio)
         )
         self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        self._batches = epoch_batches(self.lengths, config.batch_size, config.bucket_batches, config.seed, 0)
+        self._enter(0, epoch=0, batch_in_epoch=0)
+
+    def _enter(self, stage: int, epoch: int, batch_in_epoch: int) -> None:
+        """Positions the data stream at ``batch_in_epoch`` of ``epoch`` of curriculum ``stage``."""
+        self.stage, self.epoch, self.batch_in_epoch = stage, epoch, batch_in_epoch
+        self.examples = self.stages[stage].examples
+        self.lengths = [len(e) for e in self.examples]
+        self._batches = epoch_batches(self.lengths, self.config.batch_size, self.config.bucket_batches,
+                                      self.config.seed, epoch, stage)
 
     def _next_batch(self) -> list[int]:
-        if self.batch_in_epoch >= len(self._batches):
-            self.epoch += 1
-            self.batch_in_epoch = 0
-            self._batches = epoch_batches(self.lengths, self.config.batch_size, self.config.bucket_batches,
-                                          self.config.seed, self.epoch)
+        if self.step >= self.stages[self.stage].until_step:
+            self._enter(self.stage + 1, epoch=0, batch_in_epoch=0)
+        elif self.batch_in_epoch >= len(self._batches):
+            self._enter(self.stage, self.epoch + 1, batch_in_epoch=0)
         batch = self._batches[self.batch_in_epoch]
         self.batch_in_epoch += 1
         return batch
@@ -315,22 +357,23 @@ class SFTTrainer:
         self.tokenizer.save_pretrained(path)
         state = {
             "step": self.step,
+            "stage": self.stage,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-            "num_examples": len(self.examples),
+            "num_examples": [len(stage.examples) for stage in self.stages],
         }
         torch.save(state, path / STATE_FILE)
         (path / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
         return path
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, examples: Sequence[SFTExample], config: SFTConfig | None = None,
-                        **model_kwargs) -> SFTTrainer:
-        """A trainer that continues a saved run on the same ``examples`` (and, by default, config)."""
+    def from_checkpoint(cls, path: str | Path, examples: Sequence[SFTExample] | Sequence[Stage],
+                        config: SFTConfig | None = None, **model_kwargs) -> SFTTrainer:
+        """A trainer that continues a saved run on the same ``examples`` or stages (and, by default, config)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
@@ -342,12 +385,15 @@ class SFTTrainer:
         tokenizer = AutoTokenizer.from_pretrained(path)
         trainer = cls(model, tokenizer, examples, config)
         state = torch.load(path / STATE_FILE, weights_only=True)
-        if state["num_examples"] != len(trainer.examples):
-            raise ValueError(f"examples: the checkpoint was trained on {state['num_examples']} examples, got {len(examples)}")
+        saved = state["num_examples"]
+        saved = [saved] if isinstance(saved, int) else list(saved)
+        given = [len(stage.examples) for stage in trainer.stages]
+        if saved != given:
+            raise ValueError(f"examples: the checkpoint was trained on {saved} examples per stage, got {given}")
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
-        trainer.step, trainer.epoch, trainer.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        trainer._batches = epoch_batches(trainer.lengths, config.batch_size, config.bucket_batches, config.seed, trainer.epoch)
+        trainer.step = state["step"]
+        trainer._enter(state.get("stage", 0), state["epoch"], state["batch_in_epoch"])
         torch.set_rng_state(state["torch_rng"])
         version, internal, gauss = state["python_rng"]
         random.setstate((version, tuple(internal), gauss))

@@ -5,6 +5,10 @@ given by the tag on each prompt), build the character tokenizer, train with :mod
 checkpoint to ``OUT/checkpoint`` and write ``OUT/eval.json`` and ``OUT/eval.png``. Settings come from
 ``configs/sft_default.yaml`` (or ``sft_quick.yaml`` with ``--quick``, or ``--config FILE``).
 
+A ``curriculum`` splits the run into stages, each with its share of the steps and of the problems
+and its own level weights (for instance the easy levels first and the hard ones later); the trainer
+switches data at each stage's last step and keeps its optimizer and schedule.
+
 With ``num_processes`` > 1 the run trains data-parallel in that many local processes (gloo, one
 torch thread each: on a small model this uses cores better than threads inside one process);
 rank 0 evaluates and writes the report.
@@ -37,6 +41,28 @@ def _eval_default():
     return EvalConfig()
 
 
+def _weights_problem(name: str, weights: tuple, levels: tuple) -> str | None:
+    """Why ``weights`` is not one number >= 0 per level with a positive sum (None when it is)."""
+    if (len(weights) != len(levels)
+            or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights)
+            or not sum(weights) > 0):
+        return f"{name}: expected one number >= 0 per level (not all 0), got {weights!r} for levels {levels!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class CurriculumStage(FromMapping):
+    """One stage of a run's curriculum: its share of the steps and problems, and its level weights."""
+
+    share: float
+    level_weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level_weights", tuple(self.level_weights))
+        if isinstance(self.share, bool) or not isinstance(self.share, (int, float)) or not 0.0 < self.share <= 1.0:
+            raise ValueError(f"share: expected a number in (0, 1], got {self.share!r}")
+
+
 @dataclass(frozen=True)
 class SFTRunConfig(FromMapping):
     """One `pangu-core sft` run: data, model, optimisation (``trainer``) and evaluation (``eval``)."""
@@ -45,6 +71,7 @@ class SFTRunConfig(FromMapping):
     train_problems: int = 20000
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
     level_weights: tuple[float, ...] = ()
+    curriculum: tuple[CurriculumStage, ...] = ()
     fast_fraction: float = 0.4
     test_per_level: int = 100
     test_share: float = 0.2
@@ -81,19 +108,41 @@ class SFTRunConfig(FromMapping):
                 problems.append(f"{name}: expected an int >= {low}, got {value!r}")
         if not self.levels or any(level not in LEVELS for level in self.levels):
             problems.append(f"levels: expected a non-empty list of values in {LEVELS}, got {self.levels!r}")
-        if self.level_weights and (
-            len(self.level_weights) != len(self.levels)
-            or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in self.level_weights)
-            or not sum(self.level_weights) > 0
-        ):
-            problems.append(f"level_weights: expected one number >= 0 per level (not all 0) or an empty list, "
-                            f"got {self.level_weights!r} for levels {self.levels!r}")
+        if self.level_weights:
+            problems.append(_weights_problem("level_weights", self.level_weights, self.levels))
+        problems.extend(self._curriculum_problems())
         if not isinstance(self.fast_fraction, (int, float)) or not 0.0 <= self.fast_fraction <= 1.0:
             problems.append(f"fast_fraction: expected a number in [0, 1], got {self.fast_fraction!r}")
         if not isinstance(self.test_share, (int, float)) or not 0.0 < self.test_share < 1.0:
             problems.append(f"test_share: expected a number in (0, 1), got {self.test_share!r}")
+        problems = [p for p in problems if p]
+        if not problems and self.curriculum:
+            try:
+                stage_plan(self)
+            except ValueError as error:
+                problems.append(str(error))
         if problems:
             raise ValueError("invalid SFTRunConfig: " + "; ".join(problems))
+
+    def _curriculum_problems(self) -> list[str | None]:
+        """Converts ``curriculum`` mappings to stages; returns what is wrong with them."""
+        if not self.curriculum:
+            return []
+        if self.level_weights:
+            return ["curriculum: give level_weights or curriculum, not both"]
+        stages, problems = [], []
+        for i, stage in enumerate(self.curriculum):
+            try:
+                stage = CurriculumStage.from_dict(stage) if not isinstance(stage, CurriculumStage) else stage
+            except (ValueError, TypeError) as error:
+                problems.append(f"curriculum[{i}]: {error}")
+                continue
+            problems.append(_weights_problem(f"curriculum[{i}].level_weights", stage.level_weights, self.levels))
+            stages.append(stage)
+        object.__setattr__(self, "curriculum", tuple(stages))
+        if len(stages) == len(self.curriculum) and abs(sum(s.share for s in stages) - 1.0) > 1e-6:
+            problems.append(f"curriculum: expected the shares to add up to 1, got {sum(s.share for s in stages)!r}")
+        return problems
 
 
 def load_run_config(path: str | Path) -> SFTRunConfig:
@@ -109,36 +158,67 @@ def load_run_config(path: str | Path) -> SFTRunConfig:
     return SFTRunConfig.from_dict(data)
 
 
-def level_counts(config: SFTRunConfig) -> dict[int, int]:
-    """Training problems per level: ``train_problems`` split by ``level_weights`` (evenly without them)."""
-    weights = config.level_weights or (1.0,) * len(config.levels)
-    total = sum(weights)
-    counts = {level: int(config.train_problems * w / total) for level, w in zip(config.levels, weights)}
-    # Hand the rounding remainder to the heaviest levels so the counts add up to train_problems.
-    by_weight = sorted(zip(config.levels, weights), key=lambda lw: -lw[1])
-    for i in range(config.train_problems - sum(counts.values())):
-        counts[by_weight[i % len(by_weight)][0]] += 1
+def _split(total: int, weights: tuple[float, ...]) -> list[int]:
+    """``total`` split in proportion to ``weights``; the rounding remainder goes to the heaviest parts."""
+    counts = [int(total * w / sum(weights)) for w in weights]
+    heaviest = sorted(range(len(weights)), key=lambda i: -weights[i])
+    for i in range(total - sum(counts)):
+        counts[heaviest[i % len(heaviest)]] += 1
     return counts
 
 
-def build_training_pairs(config: SFTRunConfig) -> list[tuple[str, str, str]]:
-    """(prompt, mode, teacher response) for each generated train problem; the mode is drawn per problem."""
+def level_counts(config: SFTRunConfig, weights: tuple[float, ...] | None = None,
+                 problems: int | None = None) -> dict[int, int]:
+    """Training problems per level: ``problems`` (default ``train_problems``) split by ``weights``
+    (default ``level_weights``; evenly without them)."""
+    weights = weights or config.level_weights or (1.0,) * len(config.levels)
+    total = config.train_problems if problems is None else problems
+    return dict(zip(config.levels, _split(total, weights)))
+
+
+def stage_plan(config: SFTRunConfig) -> list[tuple[int, dict[int, int]]]:
+    """(last step, problems per level) of each curriculum stage; one stage without a curriculum."""
+    if not config.curriculum:
+        return [(config.trainer.max_steps, level_counts(config))]
+    shares = tuple(stage.share for stage in config.curriculum)
+    ends, done = [], 0.0
+    for share in shares:
+        done += share
+        ends.append(round(done * config.trainer.max_steps))
+    ends[-1] = config.trainer.max_steps
+    if any(b <= a for a, b in zip([0, *ends], ends)):
+        raise ValueError(f"curriculum: a stage gets no steps with max_steps={config.trainer.max_steps} "
+                         f"(stage ends {ends})")
+    return [(end, level_counts(config, stage.level_weights, problems))
+            for end, stage, problems in zip(ends, config.curriculum, _split(config.train_problems, shares))]
+
+
+def build_training_stages(config: SFTRunConfig) -> list[tuple[int, list[tuple[str, str, str]]]]:
+    """(last step, pairs) per curriculum stage; a pair is (prompt, mode, teacher response).
+
+    Each level's problems are generated once for the whole run and dealt out to the stages in
+    order, so no problem repeats across stages more than the generator repeats it. The mode of each
+    problem is drawn in that order too.
+    """
     from pangu_core.tasks.math_tasks import generate_math_tasks
     from pangu_core.tasks.teacher import teacher_response
 
-    if config.level_weights:
-        # Each level's generator is seeded on its own, so per-level calls give the same problems
-        # as one balanced call would; the trainer shuffles, so their order does not matter.
-        tasks = [task for level, count in level_counts(config).items() if count
-                 for task in generate_math_tasks(count, [level], "train", config.data_seed, config.test_share)]
-    else:
-        tasks = generate_math_tasks(config.train_problems, config.levels, "train", config.data_seed, config.test_share)
+    plan = stage_plan(config)
+    # Each level's generator is seeded on its own, so a per-level call gives the same problems as a
+    # balanced call would; the trainer shuffles within a stage, so the order there does not matter.
+    pools = {level: iter(generate_math_tasks(sum(counts[level] for _, counts in plan), [level], "train",
+                                             config.data_seed, config.test_share))
+             for level in config.levels}
     rng = random.Random(f"pangu-modes:{config.data_seed}")
-    pairs = []
-    for task in tasks:
-        mode = "fast" if rng.random() < config.fast_fraction else "slow"
-        pairs.append((task.prompt, mode, teacher_response(task, mode)))
-    return pairs
+    stages = []
+    for end, counts in plan:
+        pairs = []
+        for level, count in counts.items():
+            for task in (next(pools[level]) for _ in range(count)):
+                mode = "fast" if rng.random() < config.fast_fraction else "slow"
+                pairs.append((task.prompt, mode, teacher_response(task, mode)))
+        stages.append((end, pairs))
+    return stages
 
 
 def run_sft(config: SFTRunConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -183,7 +263,7 @@ def _run_rank(config: SFTRunConfig, out: Path, progress: bool) -> dict[str, Any]
     """Data, training and (on rank 0) evaluation; every rank builds the same data from the seeds."""
     import torch
 
-    from pangu_core.distill.sft import SFTTrainer, encode_pairs
+    from pangu_core.distill.sft import SFTTrainer, Stage, encode_pairs
     from pangu_core.evaluation import evaluate_model, write_report
     from pangu_core.tasks.math_tasks import generate_math_tasks
     from pangu_core.tasks.model import count_parameters, tiny_pangu
@@ -192,11 +272,11 @@ def _run_rank(config: SFTRunConfig, out: Path, progress: bool) -> dict[str, Any]
     torch.set_num_threads(config.num_threads)
     timings: dict[str, float] = {}
     start, cpu_start = time.perf_counter(), time.process_time()
-    pairs = build_training_pairs(config)
+    stages = build_training_stages(config)
     test = generate_math_tasks(config.test_per_level * len(config.levels), config.levels, "test",
                                config.data_seed, config.test_share)
-    tokenizer = build_tokenizer(p for pair in pairs for p in (pair[0], pair[2]))
-    examples = encode_pairs(tokenizer, pairs, config.trainer.max_length)
+    tokenizer = build_tokenizer(p for _, pairs in stages for pair in pairs for p in (pair[0], pair[2]))
+    examples = [Stage(end, encode_pairs(tokenizer, pairs, config.trainer.max_length)) for end, pairs in stages]
     timings["data_s"] = time.perf_counter() - start
 
     model = tiny_pangu(config.model_size, tokenizer, seed=config.trainer.seed,
@@ -218,7 +298,7 @@ def _run_rank(config: SFTRunConfig, out: Path, progress: bool) -> dict[str, Any]
     window = max(1, len(log.losses) // 10)
     result["train"] = {
         "parameters": count_parameters(model),
-        "examples": len(examples),
+        "examples": sum(len(stage.examples) for stage in examples),
         "steps": len(log.losses),
         "processes": trainer.world_size,
         "tokens": log.tokens,
