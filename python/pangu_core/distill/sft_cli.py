@@ -9,9 +9,8 @@ A ``curriculum`` splits the run into stages, each with its share of the steps an
 and its own level weights (for instance the easy levels first and the hard ones later); the trainer
 switches data at each stage's last step and keeps its optimizer and schedule.
 
-With ``num_processes`` > 1 the run trains data-parallel in that many local processes (gloo, one
-torch thread each: on a small model this uses cores better than threads inside one process);
-rank 0 evaluates and writes the report.
+With ``num_processes`` > 1 the run trains data-parallel in that many local processes (gloo,
+``num_threads`` torch threads each); rank 0 evaluates and writes the report.
 """
 
 from __future__ import annotations
