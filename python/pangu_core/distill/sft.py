@@ -28,7 +28,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -228,6 +227,7 @@ class SFTTrainer:
             raise ValueError("tokenizer: expected a pad token (set tokenizer.pad_token)")
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.stages = _stages(examples, config.max_steps)
+        self._stage_lengths = [[len(e) for e in stage.examples] for stage in self.stages]
         self.rank, self.world_size = _world()
         if self.world_size > 1:
             import torch.distributed as dist
@@ -253,8 +253,7 @@ class SFTTrainer:
     def _enter(self, stage: int, epoch: int, batch_in_epoch: int) -> None:
         """Positions the data stream at ``batch_in_epoch`` of ``epoch`` of curriculum ``stage``."""
         self.stage, self.epoch, self.batch_in_epoch = stage, epoch, batch_in_epoch
-        self.examples = self.stages[stage].examples
-        self.lengths = [len(e) for e in self.examples]
+        self.examples, self.lengths = self.stages[stage].examples, self._stage_lengths[stage]
         self._batches = epoch_batches(self.lengths, self.config.batch_size, self.config.bucket_batches,
                                       self.config.seed, epoch, stage)
 

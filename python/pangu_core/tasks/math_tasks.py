@@ -49,7 +49,8 @@ _TOKEN = re.compile(r"\s*(\d+|[-+*/()])")
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 
 
-def _tokens(expression: str) -> list[str]:
+def expression_tokens(expression: str) -> list[str]:
+    """The numbers, operators and parentheses of ``expression``, spaces dropped; ValueError on anything else."""
     pos, out = 0, []
     text = expression.strip()
     while pos < len(text):
@@ -71,7 +72,7 @@ def postfix_tokens(expression: str) -> list[str]:
     output: list[str] = []
     stack: list[str] = []
     expect_operand = True
-    for token in _tokens(expression):
+    for token in expression_tokens(expression):
         if token.isdigit():
             if not expect_operand:
                 raise ValueError(f"expression: two numbers in a row in {expression!r}")
@@ -136,7 +137,7 @@ def arithmetic_steps(expression: str, postfix: list[str] | None = None) -> list[
 def evaluate(expression: str) -> int:
     """The value of an arithmetic expression (see :func:`arithmetic_steps`)."""
     steps = arithmetic_steps(expression)
-    return steps[-1].result if steps else int(_tokens(expression)[0].strip("()"))
+    return steps[-1].result if steps else int(expression_tokens(expression)[0].strip("()"))
 
 
 _NAMES = ("Ann", "Bob", "Eva", "Tom", "Mia", "Sam")

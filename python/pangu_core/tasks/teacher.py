@@ -21,11 +21,9 @@ as a column (``a7 b+5: 7+5=12 =c12``); other products, divisions and negative re
 
 from __future__ import annotations
 
-import re
-
 from pangu_core.dual.response import DEFAULT_MARKERS, ThinkingMarkers
 from pangu_core.tasks.dataset import Task
-from pangu_core.tasks.math_tasks import Step, arithmetic_steps, postfix_tokens
+from pangu_core.tasks.math_tasks import Step, arithmetic_steps, expression_tokens, postfix_tokens
 
 TEACHER_MODES = ("slow", "fast")
 
@@ -57,7 +55,6 @@ def _column_subtract(left: int, right: int) -> str:
 
 
 LABELS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_TOKENS = re.compile(r"\d+|[-+*/()]")
 
 
 def labelled_expression(expression: str) -> str:
@@ -66,7 +63,7 @@ def labelled_expression(expression: str) -> str:
     A number directly after an operator takes its label before that operator, with a space.
     """
     out, numbers = [], 0
-    for token in _TOKENS.findall(expression):
+    for token in expression_tokens(expression):
         if token.isdigit():
             if numbers >= len(LABELS):
                 raise ValueError(f"expression: more than {len(LABELS)} numbers to label in {expression!r}")
