@@ -75,6 +75,20 @@ def test_level_weights_set_how_many_problems_each_level_gets():
         SFTRunConfig(levels=(1, 2), level_weights=(1, -1))
 
 
+def test_fast_fraction_can_be_given_per_level():
+    # One share per level: level 1 all fast, level 2 all slow; a single number applies to every level.
+    config = SFTRunConfig.from_dict({"train_problems": 40, "levels": [1, 2], "fast_fraction": [1, 0]})
+    assert sft_cli.fast_fractions(config) == {1: 1, 2: 0}
+    [(_, pairs)] = sft_cli.build_training_stages(config)
+    modes = {len(prompt) == 3: mode for prompt, mode, _ in pairs}
+    assert len(pairs) == 40 and modes == {True: "fast", False: "slow"}
+    assert all((mode == "fast") == (len(prompt) == 3) for prompt, mode, _ in pairs)
+    assert sft_cli.fast_fractions(SFTRunConfig(levels=(1, 3), fast_fraction=0.25)) == {1: 0.25, 3: 0.25}
+    for bad in ([0.5], [0.5, 1.5], [0.5, True], "half"):
+        with pytest.raises(ValueError, match="fast_fraction: expected a number in"):
+            SFTRunConfig.from_dict({"levels": [1, 2], "fast_fraction": bad})
+
+
 def test_a_curriculum_changes_the_levels_between_stages():
     # Two stages: the first half of the steps sees level 2 only, the second level 3 only; each
     # level's problems are dealt out once, so no prompt is in both stages.

@@ -71,7 +71,7 @@ class SFTRunConfig(FromMapping):
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
     level_weights: tuple[float, ...] = ()
     curriculum: tuple[CurriculumStage, ...] = ()
-    fast_fraction: float = 0.4
+    fast_fraction: float | tuple[float, ...] = 0.4
     test_per_level: int = 100
     test_share: float = 0.2
     data_seed: int = 0
@@ -88,6 +88,8 @@ class SFTRunConfig(FromMapping):
 
         object.__setattr__(self, "levels", tuple(self.levels))
         object.__setattr__(self, "level_weights", tuple(self.level_weights))
+        if isinstance(self.fast_fraction, list):
+            object.__setattr__(self, "fast_fraction", tuple(self.fast_fraction))
         problems = []
         for name, cls in (("trainer", SFTConfig), ("eval", EvalConfig)):
             value = getattr(self, name)
@@ -110,8 +112,12 @@ class SFTRunConfig(FromMapping):
         if self.level_weights:
             problems.append(_weights_problem("level_weights", self.level_weights, self.levels))
         problems.extend(self._curriculum_problems())
-        if not isinstance(self.fast_fraction, (int, float)) or not 0.0 <= self.fast_fraction <= 1.0:
-            problems.append(f"fast_fraction: expected a number in [0, 1], got {self.fast_fraction!r}")
+        fractions = self.fast_fraction if isinstance(self.fast_fraction, tuple) else (self.fast_fraction,)
+        if (isinstance(self.fast_fraction, tuple) and len(fractions) != len(self.levels)
+                or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0
+                       for f in fractions)):
+            problems.append(f"fast_fraction: expected a number in [0, 1] or one per level, got "
+                            f"{self.fast_fraction!r} for levels {self.levels!r}")
         if not isinstance(self.test_share, (int, float)) or not 0.0 < self.test_share < 1.0:
             problems.append(f"test_share: expected a number in (0, 1), got {self.test_share!r}")
         problems = [p for p in problems if p]
@@ -166,6 +172,13 @@ def _split(total: int, weights: tuple[float, ...]) -> list[int]:
     return counts
 
 
+def fast_fractions(config: SFTRunConfig) -> dict[int, float]:
+    """The share of fast answers per level (``fast_fraction`` is one number for all or one per level)."""
+    if isinstance(config.fast_fraction, tuple):
+        return dict(zip(config.levels, config.fast_fraction))
+    return {level: config.fast_fraction for level in config.levels}
+
+
 def level_counts(config: SFTRunConfig, weights: tuple[float, ...] | None = None,
                  problems: int | None = None) -> dict[int, int]:
     """Training problems per level: ``problems`` (default ``train_problems``) split by ``weights``
@@ -209,12 +222,13 @@ def build_training_stages(config: SFTRunConfig) -> list[tuple[int, list[tuple[st
                                              config.data_seed, config.test_share))
              for level in config.levels}
     rng = random.Random(f"pangu-modes:{config.data_seed}")
+    fast = fast_fractions(config)
     stages = []
     for end, counts in plan:
         pairs = []
         for level, count in counts.items():
             for task in (next(pools[level]) for _ in range(count)):
-                mode = "fast" if rng.random() < config.fast_fraction else "slow"
+                mode = "fast" if rng.random() < fast[level] else "slow"
                 pairs.append((task.prompt, mode, teacher_response(task, mode)))
         stages.append((end, pairs))
     return stages
