@@ -10,7 +10,7 @@ from math_verify import parse, verify
 from pangu_core.dual.response import extract_final_answer, split_thinking
 from pangu_core.tasks.dataset import Task
 from pangu_core.tasks.math_tasks import generate_math_tasks
-from pangu_core.tasks.teacher import labelled_expression, render_step, slow_thinking, teacher_response
+from pangu_core.tasks.teacher import LABELS, labelled_expression, render_step, slow_thinking, teacher_response
 from pangu_core.tasks.math_tasks import Step
 
 _FACT = re.compile(r"(\d+)([-+*])(\d+)(?:([-+])1)?=(\d+)")
@@ -44,7 +44,7 @@ def test_slow_and_fast_share_one_format():
     # Fast answers have an empty thinking block; slow ones a closed, non-empty block; both box the answer.
     task = Task(prompt="47+38-19", reference="66", meta={"expression": "47+38-19"})
     slow = teacher_response(task, "slow")
-    assert slow == ("<think>a47 b+38 c-19\na47 b+38: 7+8=15 4+3+1=8 =d85\nd85 c-19: 15-9=6 8-1-1=6 =e66\n"
+    assert slow == ("<think>α47 +β38 -γ19\nα47 +β38: 7+8=15 4+3+1=8 =δ85\nδ85 -γ19: 15-9=6 8-1-1=6 =ε66\n"
                     "</think>\\boxed{66}")
     fast = teacher_response(task, "fast")
     assert fast == "<think></think>\\boxed{66}"
@@ -54,11 +54,12 @@ def test_slow_and_fast_share_one_format():
 def test_word_problems_restate_the_expression_first():
     task = next(t for t in generate_math_tasks(5, levels=[5]))
     thinking = split_thinking(teacher_response(task)).thinking
-    assert re.sub(r"[a-zA-Z ]", "", thinking.splitlines()[0]) == task.meta["expression"]
+    assert re.sub(f"[{LABELS} ]", "", thinking.splitlines()[0]) == task.meta["expression"]
 
 
-_LABELLED = re.compile(r"([a-zA-Z])[-+*/]?(\d+)")
-_LINE = re.compile(r"([a-zA-Z])(\d+) ([a-zA-Z])([-+*/])(\d+)(?:: .*)? =([a-zA-Z])(\d+)")
+_LABEL = f"([{LABELS}])"
+_LABELLED = re.compile(_LABEL + r"(\d+)")
+_LINE = re.compile(_LABEL + r"(\d+) ([-+*/])" + _LABEL + r"(\d+)(?:: .*)? =" + _LABEL + r"(\d+)")
 
 
 def test_labels_name_each_value_once_and_operands_keep_theirs():
@@ -71,26 +72,39 @@ def test_labels_name_each_value_once_and_operands_keep_theirs():
         for line in lines[1:]:
             match = _LINE.fullmatch(line)
             assert match, line
-            left_label, left, right_label, op, right, label, result = match.groups()
+            left_label, left, op, right_label, right, label, result = match.groups()
             assert values[left_label] == int(left) and values[right_label] == int(right), line
             assert label not in values
             values[label] = int(result)
         assert str(values[label]) == task.reference
 
 
-def test_labelled_expression_marks_signs_with_their_numbers():
-    assert labelled_expression("47+38-19") == "a47 b+38 c-19"
-    assert labelled_expression("(47 + 38)-(19+6)") == "(a47 b+38)-(c19 d+6)"
-    assert labelled_expression("3*4+47") == "a3 b*4 c+47"
+def test_labelled_expression_puts_each_label_right_before_its_digits():
+    assert labelled_expression("47+38-19") == "α47 +β38 -γ19"
+    assert labelled_expression("(47 + 38)-(19+6)") == "(α47 +β38)-(γ19 +δ6)"
+    assert labelled_expression("3*4+47") == "α3 *β4 +γ47"
+
+
+def test_labels_never_occur_in_generated_prompts():
+    # A label is found by matching it against the earlier text, so no prompt may contain one.
+    prompts = "".join(task.prompt for task in generate_math_tasks(2000, seed=14))
+    assert not set(prompts) & set(LABELS)
+
+
+def test_too_many_numbers_to_label_is_named():
+    with pytest.raises(ValueError, match="more than 48 numbers to label"):
+        labelled_expression("+".join(["1"] * 49))
+    with pytest.raises(ValueError, match="numbers and results"):
+        slow_thinking("+".join(["1"] * 30))
 
 
 def test_steps_outside_column_forms_are_written_directly():
     assert render_step(Step(12, "*", 3, 36)) == "12*3=36"
     assert render_step(Step(5, "-", 9, -4)) == "5-9=-4"
     assert render_step(Step(47, "+", 38, 85)) == "47+38: 7+8=15 4+3+1=8 =85"
-    assert slow_thinking("100-1") == "a100 b-1\na100 b-1: 10-1=9 10-0-1=9 1-0-1=0 =c99\n"
-    assert slow_thinking("12*3") == "a12 b*3\na12 b*3 =c36\n"
-    assert slow_thinking("7+5") == "a7 b+5\na7 b+5: 7+5=12 =c12\n"
+    assert slow_thinking("100-1") == "α100 -β1\nα100 -β1: 10-1=9 10-0-1=9 1-0-1=0 =γ99\n"
+    assert slow_thinking("12*3") == "α12 *β3\nα12 *β3 =γ36\n"
+    assert slow_thinking("7+5") == "α7 +β5\nα7 +β5: 7+5=12 =γ12\n"
 
 
 def test_teacher_rejects_what_it_cannot_answer():

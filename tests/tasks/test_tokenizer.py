@@ -6,6 +6,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from pangu_core.dual.chat_format import render_conversation, render_prompt
+from pangu_core.tasks.math_tasks import generate_math_tasks
+from pangu_core.tasks.teacher import teacher_response
 from pangu_core.tasks.tokenizer import BOXED, build_tokenizer, load_tokenizer
 
 
@@ -29,6 +31,16 @@ def test_encode_decode_round_trip_including_corpus_characters(tokenizer):
     assert tokenizer.unk_token_id not in ids
     assert tokenizer.decode(ids) == text
     assert tokenizer.decode(ids, skip_special_tokens=True) == "Ünïcode 12+3 /no_think\nnew line<think>x</think>\\boxed{15}"
+
+
+def test_teacher_answers_encode_without_unknown_tokens_from_an_empty_corpus():
+    # The default tokenizer covers every teacher answer (the labels are Greek letters) one
+    # character per token.
+    plain = build_tokenizer()
+    for task in generate_math_tasks(200, seed=3):
+        response = teacher_response(task, "slow")
+        ids = plain(response, add_special_tokens=False)["input_ids"]
+        assert plain.unk_token_id not in ids and plain.decode(ids) == response
 
 
 def test_unknown_characters_map_to_unk(tokenizer):

@@ -2,21 +2,29 @@
 
 Both use the one response format of :mod:`pangu_core.dual.response`: a thinking block, then the
 final answer in ``\\boxed{}``. A slow answer's thinking first restates the problem as an expression
-in which every number carries a letter label, then works one operation per line: the operands with
-their labels, the schoolbook columns right to left with carries and borrows, and the result under a
-new label::
+in which every number carries a label (a Greek letter), then works one operation per line: the
+operands with their labels, the schoolbook columns right to left with carries and borrows, and the
+result under a new label::
 
-    <think>a47 b+38 c-19
-    a47 b+38: 7+8=15 4+3+1=8 =d85
-    d85 c-19: 15-9=6 8-1-1=6 =e66
+    <think>α47 +β38 -γ19
+    α47 +β38: 7+8=15 4+3+1=8 =δ85
+    δ85 -γ19: 15-9=6 8-1-1=6 =ε66
     </think>\\boxed{66}
 
-The labels are index hints: a small model finds the next operand by its label (a unique token
-earlier in the thinking) instead of counting characters back to it, which is what it fails at
-without them. A label sits before the operator that precedes its number (``c-19``), so copying
-the operand also copies its sign. Single-digit operations are written as one fact in the same form
-as a column (``a7 b+5: 7+5=12 =c12``); other products, divisions and negative results as one line
-(``a12 b*3 =c36``). A fast answer is ``<think></think>\\boxed{66}``.
+The labels are index hints: a small model finds the next operand by matching its label against
+the earlier text instead of counting characters back to it, which it fails at without them. Two
+choices make the match exact:
+
+- Labels are symbols no prompt contains. With Latin letters, a word problem's own words
+  ("cards", "finds") held the same tokens, so "the token after the label" had several answers.
+- A label sits directly before the digits of its number (``-γ19``), so the first digit of a
+  copied operand is the token right after the label. With the label before the operator
+  (``c-19``) the first digit sat two tokens away, and that digit was where copies broke.
+
+The operator comes before the label, with a space before it, as it stands in the expression.
+Single-digit operations are written as one fact in the same form as a column
+(``α7 +β5: 7+5=12 =γ12``); other products, divisions and negative results as one line
+(``α12 *β3 =γ36``). A fast answer is ``<think></think>\\boxed{66}``.
 """
 
 from __future__ import annotations
@@ -54,13 +62,15 @@ def _column_subtract(left: int, right: int) -> str:
     return " ".join(parts)
 
 
-LABELS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Greek lower and upper case: one character (and one token of the character-level tokenizer) each,
+# and never part of a generated prompt.
+LABELS = "αβγδεζηθικλμνξοπρστυφχψωΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ"
 
 
 def labelled_expression(expression: str) -> str:
-    """``expression`` without spaces, each number labelled in order (``a47 b+38 c-19``).
+    """``expression`` without spaces, each number labelled in order (``α47 +β38 -γ19``).
 
-    A number directly after an operator takes its label before that operator, with a space.
+    An operator directly before a number gets a space before it.
     """
     out, numbers = [], 0
     for token in expression_tokens(expression):
@@ -70,10 +80,8 @@ def labelled_expression(expression: str) -> str:
             label = LABELS[numbers]
             numbers += 1
             if out and out[-1] in "+-*/":
-                out[-1] = f" {label}{out[-1]}"
-                out.append(token)
-            else:
-                out.append(label + token)
+                out[-1] = f" {out[-1]}"
+            out.append(label + token)
         else:
             out.append(token)
     return "".join(out)
@@ -119,7 +127,7 @@ def slow_thinking(expression: str) -> str:
         (right_label, _), (left_label, _) = stack.pop(), stack.pop()
         label = LABELS[next_label]
         next_label += 1
-        head = f"{left_label}{step.left} {right_label}{step.op}{step.right}"
+        head = f"{left_label}{step.left} {step.op}{right_label}{step.right}"
         work = _work(step)
         lines.append(f"{head}: {work} ={label}{step.result}" if work else f"{head} ={label}{step.result}")
         stack.append((label, step.result))

@@ -3,8 +3,8 @@
 Every character is one token (so each digit is its own token, which keeps arithmetic learnable);
 the turn markers are special tokens; the thinking markers, ``\\boxed{`` and the mode tags are
 single added tokens, so a fast answer costs a handful of tokens. The vocabulary is printable ASCII
-plus newline plus any other character seen in the corpus passed to :func:`build_tokenizer`; other
-characters map to ``<|unk|>``. The chat template is :func:`pangu_core.dual.chat_format.chat_template`.
+plus newline, the teacher's operand labels (Greek letters) and any other character seen in the
+corpus passed to :func:`build_tokenizer`; other characters map to ``<|unk|>``. The chat template is :func:`pangu_core.dual.chat_format.chat_template`.
 """
 
 from __future__ import annotations
@@ -17,18 +17,20 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from transformers import PreTrainedTokenizerFast
 
 from pangu_core.dual.chat_format import DEFAULT_FORMAT, MODE_SUFFIX, ChatFormat, chat_template
+from pangu_core.tasks.teacher import LABELS
 
 UNK = "<|unk|>"
 BOXED = "\\boxed{"
 
 
 def _base_alphabet() -> list[str]:
-    """Printable ASCII with space and newline (tabs and other control whitespace left out)."""
-    return sorted(set(string.printable) - set("\t\r\x0b\x0c"))
+    """Printable ASCII with space and newline (tabs and other control whitespace left out), and the
+    teacher's operand labels, so every teacher answer encodes without unknown tokens."""
+    return sorted((set(string.printable) - set("\t\r\x0b\x0c")) | set(LABELS))
 
 
 def build_tokenizer(corpus: Iterable[str] = (), chat_format: ChatFormat = DEFAULT_FORMAT) -> PreTrainedTokenizerFast:
-    """A character-level tokenizer whose vocabulary covers printable ASCII and ``corpus``.
+    """A character-level tokenizer whose vocabulary covers printable ASCII, the teacher's labels and ``corpus``.
 
     Ids are stable for a given alphabet: specials first, then added tokens, then characters in
     sorted order.
