@@ -15,7 +15,7 @@ The labels are index hints: a small model finds the next operand by matching its
 the earlier text instead of counting characters back to it, which it fails at without them. Two
 choices make the match exact:
 
-- Labels are symbols no prompt contains. With Latin letters, a word problem's own words
+- Labels are symbols no generated prompt contains. With Latin letters, a word problem's own words
   ("cards", "finds") held the same tokens, so "the token after the label" had several answers.
 - A label sits directly before the digits of its number (``-γ19``), so the first digit of a
   copied operand is the token right after the label. With the label before the operator

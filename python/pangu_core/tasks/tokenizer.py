@@ -4,7 +4,8 @@ Every character is one token (so each digit is its own token, which keeps arithm
 the turn markers are special tokens; the thinking markers, ``\\boxed{`` and the mode tags are
 single added tokens, so a fast answer costs a handful of tokens. The vocabulary is printable ASCII
 plus newline, the teacher's operand labels (Greek letters) and any other character seen in the
-corpus passed to :func:`build_tokenizer`; other characters map to ``<|unk|>``. The chat template is :func:`pangu_core.dual.chat_format.chat_template`.
+corpus passed to :func:`build_tokenizer`; other characters map to ``<|unk|>``. The chat template
+is :func:`pangu_core.dual.chat_format.chat_template`.
 """
 
 from __future__ import annotations
