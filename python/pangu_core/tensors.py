@@ -6,17 +6,74 @@ checks here run first so that errors name the argument the user passed.
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
 
 from pangu_core import _core
 
+# The one dtype table of the Python layer: name (as torch spells it) -> torch dtype, and the
+# safetensors code of each. Every part that takes a dtype by name looks it up here.
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+    "int8": torch.int8, "uint8": torch.uint8, "int16": torch.int16, "int32": torch.int32, "int64": torch.int64,
+    "bool": torch.bool,
+}
+SAFETENSORS_CODES: dict[torch.dtype, str] = {
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64", torch.int8: "I8",
+    torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64", torch.bool: "BOOL",
+}
+# The floating types the C++ core computes on (float32 accumulation for all three).
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+FLOAT_DTYPE_NAMES = tuple(dtype_name for dtype_name, dtype in DTYPES.items() if dtype in FLOAT_DTYPES)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``."""
+    return str(dtype).removeprefix("torch.")
 
 
 def _dtype_names(dtypes: Iterable[torch.dtype]) -> str:
-    return " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+    return " or ".join(dtype_name(d) for d in dtypes)
+
+
+def to_dtype(value: torch.dtype | str, name: str = "dtype", allowed: Iterable[torch.dtype] | None = None) -> torch.dtype:
+    """A torch dtype from a torch dtype or its name ("bfloat16"); ``name`` is the argument in errors.
+
+    Raises TypeError for other types or a dtype outside ``allowed`` (as check_tensor does for a
+    tensor of the wrong dtype), ValueError for an unknown name.
+    """
+    allowed = tuple(allowed) if allowed is not None else tuple(DTYPES.values())
+    if isinstance(value, str):
+        dtype = DTYPES.get(value.removeprefix("torch."))
+        if dtype is None:
+            raise ValueError(f"{name}: unknown dtype name {value!r}; known: {', '.join(map(dtype_name, allowed))}")
+    elif isinstance(value, torch.dtype):
+        dtype = value
+    else:
+        raise TypeError(f"{name}: expected a torch.dtype or a dtype name such as 'bfloat16', got {type(value).__name__}")
+    if dtype not in allowed:
+        raise TypeError(f"{name}: expected {_dtype_names(allowed)}, got {dtype_name(dtype)}")
+    return dtype
+
+
+def safetensors_dtype(code: str) -> torch.dtype:
+    """The torch dtype of a safetensors dtype code ("BF16"); ValueError for codes we do not read."""
+    for dtype, known in SAFETENSORS_CODES.items():
+        if known == code:
+            return dtype
+    raise ValueError(f"safetensors dtype {code!r} is not supported; known: {', '.join(SAFETENSORS_CODES.values())}")
+
+
+def element_size(dtype: torch.dtype) -> int:
+    """Bytes per element of ``dtype``."""
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def numel(shape: Iterable[int]) -> int:
+    """Elements in a tensor of ``shape`` (1 for a scalar's empty shape), as a Python int."""
+    return math.prod(int(s) for s in shape)
 
 
 def check_tensor(
@@ -48,16 +105,16 @@ def check_tensor(
     return value
 
 
-def cast(x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Converts a CPU float tensor to ``dtype`` (float32 / float16 / bfloat16) in C++.
+def cast(x: torch.Tensor, dtype: torch.dtype | str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Converts a CPU float tensor to ``dtype`` (float32 / float16 / bfloat16, or their names) in C++.
 
     Round to nearest even, bit-identical to ``x.to(dtype)`` (NaN payloads aside), multi-threaded
     and vectorised. ``out``, if given, must be a contiguous CPU tensor of ``dtype`` with as many
-    elements as ``x``; it is written in place and returned.
+    elements as ``x``; it is written in place and returned. ``x`` is a torch tensor; for a numpy
+    array use ``cast(torch.from_numpy(a), ...)``, which shares its memory.
     """
     check_tensor(x, "x", dtypes=FLOAT_DTYPES)
-    if dtype not in FLOAT_DTYPES:
-        raise TypeError(f"dtype: expected {_dtype_names(FLOAT_DTYPES)}, got {dtype}")
+    dtype = to_dtype(dtype, "dtype", FLOAT_DTYPES)
     x = x.detach().contiguous()
     if out is None:
         out = torch.empty(x.shape, dtype=dtype)
