@@ -67,3 +67,35 @@ def test_documents_render_and_save(tmp_path):
     assert json.loads((tmp_path / "out" / "demo.json").read_text())["cases"][0]["ratio"] == 3.0
     bench.write_json([doc, doc], tmp_path / "all.json")
     assert len(json.loads((tmp_path / "all.json").read_text())["benchmarks"]) == 2
+
+
+def test_version_prints_the_package_version(capsys):
+    from pangu_core import __version__
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"pangu-core {__version__}"
+
+
+@pytest.mark.parametrize("content", [None, "trainer: {lr: 1e-3\n", "model_size: nano\nmodel_size: micro\n", "bogus_key: 1\n"])
+def test_config_mistakes_are_answered_in_one_line(tmp_path, capsys, content):
+    # Missing file, YAML syntax, duplicate key, unknown key: one line naming the file, exit 2, no traceback.
+    path = tmp_path / "run.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert cli.main(["sft", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pangu-core sft: error: ") and err.count("\n") == 1 and str(path) in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_directory_given_as_config_is_a_user_error(tmp_path, capsys):
+    assert cli.main(["merge", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pangu-core merge: error: ") and "is a directory" in err and err.count("\n") == 1
+
+
+def test_traceback_on_request(tmp_path, monkeypatch):
+    # With PANGU_TRACEBACK set the exception propagates instead of becoming one line.
+    monkeypatch.setenv("PANGU_TRACEBACK", "1")
+    with pytest.raises((ValueError, OSError)):
+        cli.main(["sft", "--config", str(tmp_path / "absent.yaml"), "--out", str(tmp_path / "out")])

@@ -1,7 +1,34 @@
-"""pangu_core: building blocks for dual-system (fast/slow thinking) LLM reasoners.
+"""pangu_core: building blocks for dual-system (fast / slow thinking) LLM reasoners.
 
-Importing the package loads only the C++ core; submodules (queue, merge, attention, sync,
-rewards, distill, rl, dual, tasks, device) are imported on first use.
+Usage::
+
+    import pangu_core
+    from pangu_core.queue import PriorityQueue            # samples for the learner, best first
+    from pangu_core.merge import MergeConfig, merge_checkpoints
+    from pangu_core import attention as attn              # attn.attention(q, k, v, causal=True)
+
+    pangu_core.set_num_threads(2)                          # every C++ parallel loop
+    print(pangu_core.build_info())                         # compiler, ISA paths, threads
+
+From a shell: ``pangu-core --help`` (subcommands: sft, merge, bench, info).
+
+The parts (each a submodule, imported on first use):
+
+- ``queue``: the priority data queue between rollout workers and the learner (C++).
+- ``sync``: stale-synchronous weight sync: SSP clock, publisher / subscriber, shm and
+  torch.distributed transports (C++ copies).
+- ``merge``: checkpoint merging (linear, task arithmetic, TIES, DARE, slerp) in memory and
+  streamed between safetensors folders (C++).
+- ``attention``: fused attention for CPU (C++ kernels), CUDA (SDPA) and Ascend NPUs, and the
+  transformers integration.
+- ``rewards``: MARS, multi-source rewards (math, code in a sandbox, an evaluator, shaping).
+- ``tasks``: the embedded default: generated reasoning tasks, teacher, tokenizer, tiny model.
+- ``distill``: the SFT trainer and round merging.
+- ``rl``: priorities of RL samples for the queue.
+- ``dual``: the fast / slow / auto chat format and response parsing.
+- ``evaluation``: accuracy and tokens per mode and level.
+- ``config``: the typed config mixin every config uses; ``tensors``: dtypes and casts;
+  ``device``: cpu / cuda / npu selection; ``bench``: the microbenchmarks of ``pangu-core bench``.
 """
 
 from __future__ import annotations
