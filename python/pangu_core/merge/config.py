@@ -204,9 +204,9 @@ class MergeConfig(Config):
             inputs = self.merged_models()
             if method.is_slerp:
                 expect(problems, len(inputs) == 1, "models", "exactly one model besides the base for slerp",
-                       f"{len(inputs)} models")
+                       len(inputs))
             else:
-                expect(problems, len(inputs) > 0, "models", "at least one model besides the base", "none")
+                expect(problems, len(inputs) > 0, "models", "at least one model besides the base", len(inputs))
         expect(problems, _finite(self.lambda_), "lambda_", "a finite number", self.lambda_)
         expect(problems, _in_unit(self.density), "density", "a number in [0, 1]", self.density)
         expect(problems, _in_unit(self.t), "t", "a number in [0, 1]", self.t)
