@@ -346,6 +346,8 @@ def test_save_and_load_checkpoint(tmp_path):
         save_checkpoint(sd, tmp_path / "x", max_shard_bytes=0)
     with pytest.raises(TypeError, match=r"state_dict\['a'\]: expected a CPU torch.Tensor"):
         save_checkpoint({"a": [1.0]}, tmp_path / "x")
+    with pytest.raises(TypeError, match="state_dict: expected a mapping of name -> tensor, got list"):
+        save_checkpoint([weight], tmp_path / "x")
     assert not (tmp_path / "x").exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".")]
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "model.safetensors").write_bytes(b"\xff" * 16)

@@ -15,7 +15,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -203,7 +203,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def save_checkpoint(state_dict: dict[str, torch.Tensor], out_dir: str | os.PathLike[str], *,
+def save_checkpoint(state_dict: Mapping[str, torch.Tensor], out_dir: str | os.PathLike[str], *,
                     max_shard_bytes: int = 2 << 30, metadata: dict[str, str] | None = None) -> str:
     """Writes ``state_dict`` as sharded safetensors plus index into the new folder ``out_dir``; returns it.
 
@@ -213,6 +213,8 @@ def save_checkpoint(state_dict: dict[str, torch.Tensor], out_dir: str | os.PathL
     """
     from safetensors.torch import save_file
 
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict: expected a mapping of name -> tensor, got {type(state_dict).__name__}")
     out = Path(out_dir)
     if out.exists():
         raise FileExistsError(f"out_dir: {out} exists; choose a new folder")
