@@ -7,7 +7,8 @@ import torch
 
 from pangu_core.distill.round_merge import (RoundMergeConfig, merge_round_checkpoints, merge_rounds,
                                             round_merge_config)
-from pangu_core.merge_files import load_checkpoint, save_checkpoint
+from pangu_core.config import ConfigError
+from pangu_core.merge import load_checkpoint, save_checkpoint
 
 
 def _rounds(n=3, seed=0):
@@ -59,12 +60,33 @@ def test_round_checkpoints(tmp_path):
     assert all(torch.equal(merged[k], merge_rounds(base, rounds)[k]) for k in base)
 
 
+# Bad values are all reported at once, each naming its field; round arguments are checked too.
 def test_errors():
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         RoundMergeConfig(method="slerp", density=2.0, seed=-1)
-    assert "method:" in str(info.value) and "density:" in str(info.value) and "seed:" in str(info.value)
+    assert info.value.problems == [
+        "method: expected one of 'task_arithmetic', 'ties', 'dare_linear', 'dare_ties', got 'slerp' (str)",
+        "density: expected a number in [0, 1], got 2.0",
+        "seed: expected an int in [0, 2**64), got -1",
+    ]
+    with pytest.raises(ConfigError, match=r"weights: expected a non-empty list of finite numbers or null"):
+        RoundMergeConfig(weights=())
     with pytest.raises(ValueError, match="weights: expected 2 values"):
         round_merge_config("b", ["r1", "r2"], RoundMergeConfig(weights=(1.0,)))
     with pytest.raises(ValueError, match="rounds: expected at least one"):
         round_merge_config("b", [])
-    assert RoundMergeConfig.from_dict({"lambda": 0.5, "weights": [1, 2]}).weights == (1, 2)
+
+
+# The config is a typed Config: dict and YAML round trips, unknown keys and wrong types refused.
+def test_config_round_trip_and_strictness(tmp_path):
+    config = RoundMergeConfig(method="dare_ties", weights=(0.25, 1), lambda_=0.5, density=0.7, seed=4)
+    assert config.weights == (0.25, 1.0)
+    assert RoundMergeConfig.from_dict(config.to_dict()) == config
+    path = tmp_path / "round.yaml"
+    config.to_yaml(path)
+    assert RoundMergeConfig.from_yaml(path) == config
+    with pytest.raises(ConfigError, match="lambda: unknown key; known: method, weights, lambda_, density, seed"):
+        RoundMergeConfig.from_dict({"lambda": 0.5})
+    path.write_text("method: ties\nweights: [1, x]\n")
+    with pytest.raises(ConfigError, match=r"round.yaml:2: weights\[1\]: expected a number, got 'x'"):
+        RoundMergeConfig.from_yaml(path)

@@ -141,7 +141,7 @@ def _llama_shapes(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def _write_checkpoints(root: Path, quick: bool) -> list[str]:
-    from pangu_core.merge_files import save_checkpoint
+    from pangu_core.merge import save_checkpoint
 
     config = _llama_config(quick)
     shapes = _llama_shapes(config)
@@ -181,8 +181,7 @@ kind, config_path, out, repeats, warmup, budget = sys.argv[1], sys.argv[2], sys.
 import torch, yaml
 doc = yaml.safe_load(open(config_path))
 if kind == "ours":
-    from pangu_core.merge import MergeConfig
-    from pangu_core.merge_files import merge_checkpoints
+    from pangu_core.merge import MergeConfig, merge_checkpoints
     config = MergeConfig.from_dict({k: v for k, v in doc.items() if k != "dtype"})
     def merge():
         merge_checkpoints(config, out, overwrite=True, progress=False, durable=False)
@@ -225,7 +224,7 @@ def _compare(ours: str, theirs: str, base: str | None, model_paths: list[str]) -
     equals a model's k-th magnitude are counted apart: top-k may keep any of several tied entries
     (mergekit by argsort order, we by lowest index), and bf16 deltas tie often."""
     from pangu_core import _core
-    from pangu_core.merge_files import load_checkpoint
+    from pangu_core.merge import load_checkpoint
 
     a, b = load_checkpoint(ours), load_checkpoint(theirs)
     if set(a) != set(b):

@@ -12,20 +12,24 @@ w_t = 1 / T (the mean of the rounds) and lambda = 1.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import torch
 
-from pangu_core.merge import MergeConfig, ModelSpec, merge_state_dicts
+from pangu_core.config import Config, expect, is_number
+from pangu_core.merge.config import InputHash, MergeConfig, ModelSpec
+from pangu_core.merge.files import merge_checkpoints
+from pangu_core.merge.in_memory import merge_state_dicts
 
-ROUND_METHODS = ("task_arithmetic", "ties", "dare_linear", "dare_ties")
+RoundMethod = Literal["task_arithmetic", "ties", "dare_linear", "dare_ties"]
 
 
 @dataclass(frozen=True)
-class RoundMergeConfig:
-    """How rounds are merged. Validates itself and reports every problem at once.
+class RoundMergeConfig(Config):
+    """How rounds are merged. Checks itself on construction and reports every problem at once.
 
     YAML twin::
 
@@ -36,36 +40,30 @@ class RoundMergeConfig:
         seed: 0                   # DARE draws
     """
 
-    method: str = "task_arithmetic"
+    # merge method applied to the round deltas
+    method: RoundMethod = "task_arithmetic"
+    # w_t, one per round (oldest first); None: 1 / rounds each
     weights: tuple[float, ...] | None = None
+    # scale of the summed deltas
     lambda_: float = 1.0
+    # kept fraction of each delta for ties / dare_*, in [0, 1]
     density: float = 1.0
+    # seed of DARE's random drops
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.method not in ROUND_METHODS:
-            problems.append(f"method: expected one of {', '.join(ROUND_METHODS)}, got {self.method!r}")
-        if self.weights is not None and (not isinstance(self.weights, tuple) or not all(
-                isinstance(w, (int, float)) and not isinstance(w, bool) for w in self.weights)):
-            problems.append(f"weights: expected a tuple of numbers or None, got {self.weights!r}")
-        if not isinstance(self.lambda_, (int, float)) or isinstance(self.lambda_, bool):
-            problems.append(f"lambda_: expected a number, got {self.lambda_!r}")
-        if not isinstance(self.density, (int, float)) or not 0.0 <= self.density <= 1.0:
-            problems.append(f"density: expected a number in [0, 1], got {self.density!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            problems.append(f"seed: expected an int >= 0, got {self.seed!r}")
-        if problems:
-            raise ValueError("invalid round merge config:\n  " + "\n  ".join(problems))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RoundMergeConfig":
-        data = dict(data)
-        if "lambda" in data:
-            data["lambda_"] = data.pop("lambda")
-        if data.get("weights") is not None:
-            data["weights"] = tuple(data["weights"])
-        return cls(**data)
+    def validate(self) -> list[str]:
+        # runs also when a field has the wrong type (problems for it are dropped), so it never raises
+        problems: list[str] = []
+        if self.weights is not None:
+            expect(problems, len(self.weights) > 0 and all(is_number(w) and math.isfinite(w) for w in self.weights),
+                   "weights", "a non-empty list of finite numbers or null", self.weights)
+        expect(problems, is_number(self.lambda_) and math.isfinite(self.lambda_), "lambda_", "a finite number",
+               self.lambda_)
+        expect(problems, is_number(self.density) and 0.0 <= self.density <= 1.0, "density", "a number in [0, 1]",
+               self.density)
+        expect(problems, isinstance(self.seed, int) and 0 <= self.seed < 2**64, "seed", "an int in [0, 2**64)",
+               self.seed)
+        return problems
 
 
 def round_merge_config(base: str, rounds: Sequence[str], config: RoundMergeConfig | None = None) -> MergeConfig:
@@ -77,26 +75,25 @@ def round_merge_config(base: str, rounds: Sequence[str], config: RoundMergeConfi
     if len(weights) != len(rounds):
         raise ValueError(f"weights: expected {len(rounds)} values (one per round), got {len(weights)}")
     models = tuple(ModelSpec(str(r), float(w)) for r, w in zip(rounds, weights))
-    return MergeConfig(method=config.method, base_model=str(base), models=models, lambda_=float(config.lambda_),
-                       density=float(config.density), normalize=False, seed=config.seed)
+    return MergeConfig(method=config.method, base_model=str(base), models=models, lambda_=config.lambda_,
+                       density=config.density, normalize=False, seed=config.seed)
 
 
 def merge_rounds(base: Mapping[str, torch.Tensor], rounds: Sequence[Mapping[str, torch.Tensor]],
                  config: RoundMergeConfig | None = None) -> dict[str, torch.Tensor]:
-    """Merges in-memory round state dicts (oldest first) onto ``base``; returns a new state dict."""
+    """Merges in-memory round state dicts (oldest first) onto ``base``; returns a new state dict in
+    the base's dtypes (float32 accumulation)."""
     names = [f"round{t}" for t in range(len(rounds))]
     merge_config = round_merge_config("base", names, config)
     return merge_state_dicts({"base": base, **dict(zip(names, rounds))}, merge_config)
 
 
 def merge_round_checkpoints(base: str | os.PathLike[str], rounds: Sequence[str | os.PathLike[str]],
-                            out_dir: str | os.PathLike[str], config: RoundMergeConfig | None = None,
-                            **kwargs: Any) -> str:
-    """Merges round checkpoint folders onto the base folder into ``out_dir`` (streaming, atomic).
-
-    ``kwargs`` go to :func:`pangu_core.merge_files.merge_checkpoints` (overwrite, threads, ...).
-    """
-    from pangu_core.merge_files import merge_checkpoints
-
+                            out_dir: str | os.PathLike[str], config: RoundMergeConfig | None = None, *,
+                            overwrite: bool = False, threads: int | None = None, progress: bool = True,
+                            durable: bool = True, input_hash: InputHash | None = None) -> str:
+    """Merges round checkpoint folders onto the base folder into ``out_dir`` (streaming, atomic);
+    returns its path. The keyword arguments are :func:`pangu_core.merge.merge_checkpoints`'s."""
     merge_config = round_merge_config(str(base), [str(r) for r in rounds], config)
-    return merge_checkpoints(merge_config, out_dir, **kwargs)
+    return merge_checkpoints(merge_config, out_dir, overwrite=overwrite, threads=threads, progress=progress,
+                             durable=durable, input_hash=input_hash)

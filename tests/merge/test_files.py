@@ -1,9 +1,11 @@
-"""Folder merges: sharded safetensors round trip, a tiny Llama merged from files, errors, atomicity, CLI."""
+"""Folder merges: sharded safetensors round trip, a tiny Llama merged from files, errors, atomicity, output
+dtypes, input digests, sliced streaming."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,10 +13,9 @@ import textwrap
 import pytest
 import torch
 
-from pangu_core import merge_files
-from pangu_core.cli import main as cli_main
-from pangu_core.merge import CopyRule, MergeConfig, ModelSpec, merge_state_dicts
-from pangu_core.merge_files import Checkpoint, load_checkpoint, merge_checkpoints, save_checkpoint
+from pangu_core.merge import (INDEX_NAME, RECORD_NAME, Checkpoint, CopyRule, MergeConfig, ModelSpec, file_sha256,
+                              file_xxh64, load_checkpoint, merge_checkpoints, merge_state_dicts, save_checkpoint)
+from pangu_core.merge import files as merge_files
 
 
 def _state_dict(seed: int, shapes=None) -> dict[str, torch.Tensor]:
@@ -45,7 +46,7 @@ def _ties(paths, **kw):
 # Sharded write then read returns the same tensors; the safetensors library reads our shards too.
 def test_sharded_round_trip(three, tmp_path):
     sds, paths = three
-    index = json.loads((tmp_path / "base" / merge_files.INDEX_NAME).read_text())
+    index = json.loads((tmp_path / "base" / INDEX_NAME).read_text())
     assert len(set(index["weight_map"].values())) > 1
     loaded = load_checkpoint(paths["base"])
     assert set(loaded) == set(sds["base"]) and all(torch.equal(loaded[k], sds["base"][k]) for k in loaded)
@@ -68,12 +69,12 @@ def test_folder_merge_matches_state_dict_merge(three, tmp_path):
     for k in merged:
         assert torch.equal(merged[k], reference[k]), k
     assert merged["a.weight"].dtype == torch.float32 and merged["counter"].dtype == torch.int64
-    index = json.loads((tmp_path / "out" / merge_files.INDEX_NAME).read_text())
+    index = json.loads((tmp_path / "out" / INDEX_NAME).read_text())
     record = index["metadata"]["pangu_merge"]
     files = [f for p in paths.values() for f in Checkpoint(p).files]
     assert record["method"] == "ties" and sorted(record["input_xxh64"]) == sorted(files)
     for file, digest in record["input_xxh64"].items():
-        assert merge_files.file_xxh64(file) == digest
+        assert file_xxh64(file) == digest
     assert "input_sha256" not in record and record["config"]["input_hash"] == "xxh64"
     assert len(set(index["weight_map"].values())) > 1
     assert json.loads((tmp_path / "out" / "config.json").read_text())["torch_dtype"] == "float32"
@@ -135,7 +136,7 @@ def test_existing_output(three, tmp_path):
         merge_checkpoints(_ties(paths), tmp_path / "out", progress=False)
     assert (tmp_path / "out" / "keep").is_file()
     merge_checkpoints(_ties(paths), tmp_path / "out", progress=False, overwrite=True)
-    assert not (tmp_path / "out" / "keep").exists() and (tmp_path / "out" / merge_files.INDEX_NAME).is_file()
+    assert not (tmp_path / "out" / "keep").exists() and (tmp_path / "out" / INDEX_NAME).is_file()
 
 
 # NaN/Inf in an output names the tensor and leaves nothing behind.
@@ -175,8 +176,8 @@ def test_killed_process_leaves_no_valid_output(three, tmp_path):
     _, paths = three
     script = textwrap.dedent(f"""
         import os, signal
-        from pangu_core import merge_files
         from pangu_core.merge import MergeConfig, ModelSpec
+        from pangu_core.merge import files as merge_files
         real, calls = merge_files.merge_one, []
         def dying(*a, **k):
             calls.append(1)
@@ -195,7 +196,7 @@ def test_killed_process_leaves_no_valid_output(three, tmp_path):
     for left in leftovers:
         # Loaders (transformers, ours with an index) need the index or model.safetensors: neither exists.
         names = os.listdir(tmp_path / left)
-        assert merge_files.INDEX_NAME not in names and "model.safetensors" not in names
+        assert INDEX_NAME not in names and "model.safetensors" not in names
 
 
 def test_bad_inputs(tmp_path):
@@ -212,38 +213,6 @@ def test_bad_inputs(tmp_path):
         merge_checkpoints(config, tmp_path / "o", threads=0)
     with pytest.raises(TypeError, match="config: expected a MergeConfig"):
         merge_checkpoints({"method": "linear"}, tmp_path / "o")
-
-
-# The CLI merges from a mergekit-style YAML like the Python API, and reports bad configs with exit code 2.
-def test_cli(three, tmp_path, capsys):
-    sds, paths = three
-    yaml_text = f"""
-merge_method: ties
-base_model: {paths['base']}
-models:
-  - model: {paths['m1']}
-    parameters: {{weight: 0.6, density: 0.5}}
-  - model: {paths['m2']}
-    parameters: {{weight: 0.4, density: 0.7}}
-dtype: float32
-"""
-    (tmp_path / "c.yaml").write_text(yaml_text)
-    code = cli_main(["merge", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli_out"), "--threads", "1",
-                     "--no-progress"])
-    assert code == 0
-    api = merge_state_dicts({paths[k]: v for k, v in sds.items()}, _ties(paths, dtype="float32"))
-    got = load_checkpoint(tmp_path / "cli_out")
-    assert all(torch.equal(got[k], api[k]) for k in api)
-    assert "input_xxh64" in json.loads((tmp_path / "cli_out" / merge_files.RECORD_NAME).read_text())
-    assert cli_main(["merge", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli_sha"), "--input-hash", "sha256",
-                     "--no-progress"]) == 0
-    assert "input_sha256" in json.loads((tmp_path / "cli_sha" / merge_files.RECORD_NAME).read_text())
-    assert cli_main(["merge", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli_out")]) == 2
-    assert "exists" in capsys.readouterr().err
-    (tmp_path / "bad.yaml").write_text("merge_method: ties\nmodels: []\n")
-    assert cli_main(["merge", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err
-    assert "base_model: method 'ties' needs a base model" in err and "models: expected at least one" in err
 
 
 # The writer thread under stress: many tensors through a shallow queue, every byte where it belongs.
@@ -269,7 +238,7 @@ def test_xxh64_reference_values(tmp_path):
         assert f"{_core.merge.xxh64(data):016x}" == digest
         path = tmp_path / f"f{len(data)}"
         path.write_bytes(data)
-        assert merge_files.file_xxh64(str(path)) == digest
+        assert file_xxh64(str(path)) == digest
         for window in (1, 4096, 12288):
             assert _core.merge.file_xxh64(str(path), window) == digest
     assert _core.merge.xxh64(b"abc", 2**64 - 1) == 2895935887265243510
@@ -281,22 +250,24 @@ def test_xxh64_reference_values(tmp_path):
         _core.merge.file_xxh64(str(tmp_path / "missing"))
 
 
-# input_hash picks the recorded digest (SHA-256 still available) or none; hash_inputs=False records none.
+# input_hash picks the recorded digest (SHA-256 still available) or none; the argument overrides the config.
 def test_input_hash_options(three, tmp_path):
     _, paths = three
     files = [f for p in paths.values() for f in Checkpoint(p).files]
     out = merge_checkpoints(_ties(paths, input_hash="sha256"), tmp_path / "sha", progress=False)
-    record = json.loads((tmp_path / "sha" / merge_files.RECORD_NAME).read_text())
+    record = json.loads((tmp_path / "sha" / RECORD_NAME).read_text())
     assert sorted(record["input_sha256"]) == sorted(files) and "input_xxh64" not in record
-    assert all(merge_files.file_sha256(f) == d for f, d in record["input_sha256"].items())
-    for name, kwargs in (("none", {"config": _ties(paths, input_hash="none")}),
-                         ("off", {"config": _ties(paths), "hash_inputs": False})):
-        merge_checkpoints(kwargs.pop("config"), tmp_path / name, progress=False, **kwargs)
-        record = json.loads((tmp_path / name / merge_files.RECORD_NAME).read_text())
+    assert all(file_sha256(f) == d for f, d in record["input_sha256"].items())
+    for name, config, argument in (("none", _ties(paths, input_hash="none"), None),
+                                   ("off", _ties(paths), "none")):
+        merge_checkpoints(config, tmp_path / name, progress=False, input_hash=argument)
+        record = json.loads((tmp_path / name / RECORD_NAME).read_text())
         assert not [k for k in record if k.startswith("input_")]
     assert load_checkpoint(out).keys() == load_checkpoint(tmp_path / "none").keys()
-    with pytest.raises(ValueError, match="input_hash: expected one of xxh64, sha256, none, got 'md5'"):
+    with pytest.raises(ValueError, match="input_hash: expected one of 'xxh64', 'sha256', 'none', got 'md5'"):
         _ties(paths, input_hash="md5")
+    with pytest.raises(ValueError, match="input_hash: expected one of xxh64, sha256, none or None, got 'md5'"):
+        merge_checkpoints(_ties(paths), tmp_path / "md5", input_hash="md5")
 
 
 # Elementwise methods stream in slices (through reused buffers, tensors cut mid-way, a DARE draw
@@ -306,6 +277,11 @@ def test_input_hash_options(three, tmp_path):
 def test_sliced_stream_equals_in_memory(three, tmp_path, monkeypatch, method):
     sds, paths = three
     monkeypatch.setattr(merge_files, "SLICE_ELEMENTS", 1000)  # d.weight: 4096 = 4 slices + a partial one
+    for sd in sds.values():  # an int64 buffer wider than a ring buffer's float32 slice: half slices
+        sd["steps"] = torch.arange(2500, dtype=torch.int64)
+    for name, sd in sds.items():
+        shutil.rmtree(paths[name])
+        save_checkpoint(sd, paths[name], max_shard_bytes=5000)
     config = MergeConfig(method=method, base_model=None if method == "linear" else paths["base"], density=0.6,
                          models=(ModelSpec(paths["m1"], 0.6), ModelSpec(paths["m2"], 0.4)), seed=3,
                          copy_tensors=(CopyRule("c.bias", paths["m2"]),), dtype="float32")
@@ -316,7 +292,7 @@ def test_sliced_stream_equals_in_memory(three, tmp_path, monkeypatch, method):
     assert set(merged) == set(reference)
     for k in merged:
         assert torch.equal(merged[k], reference[k]), k
-    assert torch.equal(merged["c.bias"], sds["m2"]["c.bias"].float())
+    assert merged["c.bias"].dtype == torch.float32 and torch.equal(merged["c.bias"], sds["m2"]["c.bias"].float())
 
 
 # Slice pages are dropped as the stream goes (the page straddling a slice start included), and a
@@ -329,3 +305,61 @@ def test_populate_and_release_slices(three):
     c.release("d.weight", 100, 3000)
     c.release("d.weight")
     assert torch.equal(c.tensor("d.weight"), before) and torch.equal(before, sds["m1"]["d.weight"])
+
+
+# copy_tensors: a copied tensor is written in the output dtype like every other floating tensor, by
+# the streaming folder merge and the in-memory merge alike; without dtype, in the base's dtype.
+@pytest.mark.parametrize("dtype", ["float32", "float16", None])
+def test_copied_tensors_follow_output_dtype(three, tmp_path, dtype):
+    sds, paths = three
+    m2 = {k: (v.float() if k == "c.bias" else v) for k, v in sds["m2"].items()}  # a float32 copy source
+    path = save_checkpoint(m2, tmp_path / "m2_f32")
+    config = MergeConfig(method="task_arithmetic", base_model=paths["base"], models=(ModelSpec(path),),
+                         copy_tensors=(CopyRule("c.bias", path),), dtype=dtype)
+    merged = load_checkpoint(merge_checkpoints(config, tmp_path / "out", progress=False))
+    in_memory = merge_state_dicts({paths["base"]: sds["base"], path: m2}, config)
+    want = torch.bfloat16 if dtype is None else getattr(torch, dtype)  # the base stores bfloat16
+    for result in (merged, in_memory):
+        assert result["c.bias"].dtype == want and result["a.weight"].dtype == want
+        assert torch.equal(result["c.bias"], m2["c.bias"].to(want))
+        assert result["counter"].dtype == torch.int64
+    assert all(torch.equal(merged[k], in_memory[k]) for k in merged)
+
+
+# save_checkpoint writes through safetensors: tied (shared) tensors, non-contiguous views and a single
+# file load back; an existing folder and bad values are refused before anything is written.
+def test_save_and_load_checkpoint(tmp_path):
+    weight = torch.randn(6, 4)
+    sd = {"embed": weight, "lm_head": weight, "t": torch.randn(4, 6).t(), "ids": torch.arange(5)}
+    out = save_checkpoint(sd, tmp_path / "tied", metadata={"format": "pt", "step": "3"})
+    loaded = load_checkpoint(out)
+    assert set(loaded) == set(sd) and all(torch.equal(loaded[k], sd[k]) for k in sd)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "tied" / "model-00001-of-00001.safetensors"), "pt") as f:
+        assert f.metadata()["step"] == "3"
+    single = load_checkpoint(tmp_path / "tied" / "model-00001-of-00001.safetensors")
+    assert torch.equal(single["lm_head"], weight)
+    with pytest.raises(FileExistsError, match="out_dir: .* exists"):
+        save_checkpoint(sd, tmp_path / "tied")
+    with pytest.raises(ValueError, match="max_shard_bytes: expected an int >= 1, got 0"):
+        save_checkpoint(sd, tmp_path / "x", max_shard_bytes=0)
+    with pytest.raises(TypeError, match=r"state_dict\['a'\]: expected a CPU torch.Tensor"):
+        save_checkpoint({"a": [1.0]}, tmp_path / "x")
+    with pytest.raises(TypeError, match="state_dict: expected a mapping of name -> tensor, got list"):
+        save_checkpoint([weight], tmp_path / "x")
+    assert not (tmp_path / "x").exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "model.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_checkpoint(tmp_path / "junk")
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing")
+
+
+# A merge never writes onto one of its own inputs, even with overwrite.
+def test_output_onto_input_refused(three):
+    _, paths = three
+    with pytest.raises(ValueError, match="out_dir: .* is one of the inputs"):
+        merge_checkpoints(_ties(paths), paths["m1"], overwrite=True, progress=False)
+    assert load_checkpoint(paths["m1"])
