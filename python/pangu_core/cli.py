@@ -18,7 +18,7 @@ import sys
 COMMANDS = {
     "bench": ("pangu_core.bench.cli", "run microbenchmarks (ours vs a baseline, same run)"),
     "info": ("pangu_core.cli", "print how the C++ core was built and which devices exist"),
-    "merge": ("pangu_core.merge_cli", "merge checkpoints from a YAML config (mergekit-style fields)"),
+    "merge": ("pangu_core.merge.cli", "merge checkpoints from a YAML config (mergekit-style fields)"),
     "sft": ("pangu_core.distill.sft_cli", "train the tiny model on the default tasks and evaluate it"),
 }
 
