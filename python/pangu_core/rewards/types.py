@@ -8,7 +8,8 @@ from typing import Any, Mapping
 from pangu_core.config import Config, expect
 
 TASK_TYPES = ("math", "code", "general")
-SAMPLE_MODES = ("slow", "fast")
+# "auto": the model chose; a fast answer (empty thinking block) and a slow one are both valid.
+SAMPLE_MODES = ("slow", "fast", "auto")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Sample:
 
     ``reference``: the gold answer (math), a tuple of :class:`CodeTest` (code), or a reference answer
     or rubric text (general). ``task_type`` is any routed name; "math", "code" and "general" are built in.
+    ``mode`` is the mode the prompt asked for: "slow", "fast" or "auto" (the model chose; the format
+    and length terms then judge the response by the mode it took).
     """
 
     task_type: str
