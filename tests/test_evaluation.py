@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 import pytest
 import torch
 
 from pangu_core.dual.chat_format import split_mode_tag
-from pangu_core.evaluation import EvalConfig, answers_match, evaluate_model, pass_at_k, write_report
+from pangu_core.config import ConfigError
+from pangu_core.evaluation import EvalConfig, evaluate_model, match_answers, pass_at_k, write_report
+from pangu_core.rewards.config import MathConfig
+from pangu_core.rewards.math import MathVerifier
 from pangu_core.tasks.math_tasks import generate_math_tasks
 from pangu_core.tasks.model import tiny_pangu
 from pangu_core.tasks.teacher import teacher_response
@@ -42,13 +46,48 @@ class ScriptedModel(torch.nn.Module):
         return torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rows])
 
 
+@pytest.fixture(scope="module")
+def verifier():
+    with MathVerifier(MathConfig(workers=1, timeout_seconds=10.0)) as v:
+        yield v
+
+
 @pytest.mark.parametrize("predicted, reference, expected", [
     ("66", "66", True), ("66.0", "66", True), ("1,007", "1007", True), ("1/2", "0.5", True),
     ("65", "66", False), (None, "66", False), ("\\frac{1}{2}", "0.5", True), ("x^2+1", "1+x^2", True),
     ("\\sqrt{4}", "3", False),
 ])
-def test_answers_match(predicted, reference, expected):
-    assert answers_match(predicted, reference) is expected
+def test_match_answers(verifier, predicted, reference, expected):
+    assert match_answers(verifier, [predicted], [reference]) == [expected]
+
+
+def _old_rule(predicted, reference):
+    """The rule evaluation used before it moved to MARS's verifier, for numbers: exact rationals."""
+    def number(text):
+        try:
+            return Fraction(text.strip().strip("$").replace(",", "").replace(" ", ""))
+        except (ValueError, ZeroDivisionError):
+            return None
+    return predicted is not None and number(predicted) is not None and number(predicted) == number(reference)
+
+
+def test_verdicts_on_the_embedded_tasks_are_unchanged(verifier):
+    # The embedded tasks have integer references; every form a model writes for a number gets the
+    # verdict the old in-process rule gave, and one batch decides them all.
+    tasks = generate_math_tasks(40, split="test", seed=5)
+    predicted, references = [], []
+    for task in tasks:
+        value = int(task.reference)
+        forms = [str(value), str(value + 1), str(value - 10), f"{value}.0", f"${value}$", f" {value} ", f"0{value}",
+                 f"{2 * value}/2", f"{value * 1000:,}", f"{value:,}", str(-value) if value else "7", None]
+        predicted += forms
+        references += [task.reference] * len(forms)
+    got = match_answers(verifier, predicted, references)
+    expected = [_old_rule(p, r) for p, r in zip(predicted, references)]
+    assert got == expected, [(p, r) for p, r, a, b in zip(predicted, references, got, expected) if a != b]
+    assert match_answers(verifier, ["twelve", "\\boxed{"], ["12", "12"]) == [False, False]
+    with pytest.raises(ValueError, match="references"):
+        match_answers(verifier, ["1"], [])
 
 
 def test_pass_at_k_estimator():
@@ -61,8 +100,12 @@ def test_accuracy_and_tokens_per_mode_and_level(tokenizer, tmp_path):
     # Batched, left-padded evaluation reports exactly what the scripted model did, per mode and level.
     tasks = generate_math_tasks(30, split="test", seed=4)
     model = ScriptedModel(tokenizer, tasks)
+    verifier = MathVerifier(MathConfig(workers=1))
     result = evaluate_model(model, tokenizer, tasks, EvalConfig(batch_size=7, samples_per_prompt=2, pass_k=(1, 2)),
-                            progress=False)
+                            progress=False, verifier=verifier)
+    # The given verifier checked every answer (integers: decided in this process, no worker started).
+    assert verifier.stats["fast"] + verifier.stats["cache_hits"] == 30 * 2 * 3
+    verifier.close()
     assert set(result["accuracy"]) == {"slow", "fast"} and list(result["accuracy"]["slow"]) == ["1", "2", "3", "4", "5"]
     assert all(v == 1.0 for v in result["accuracy"]["slow"].values())
     assert result["accuracy"]["fast"] == {"1": 1.0, "2": 1.0, "3": 0.0, "4": 0.0, "5": 0.0}
@@ -91,8 +134,24 @@ def test_real_model_generation_is_batched_and_cut_at_eos(tokenizer):
 
 
 def test_bad_config_and_inputs(tokenizer):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ConfigError) as error:
         EvalConfig(modes=("medium",), max_new_tokens=0, samples_per_prompt=2, pass_k=(3,), temperature=0)
-    assert all(n in str(error.value) for n in ("modes", "max_new_tokens", "pass_k", "temperature"))
+    assert all(n in str(error.value) for n in ("modes[0]", "max_new_tokens", "pass_k", "temperature"))
+    with pytest.raises(ConfigError, match="modes: expected a non-empty list"):
+        EvalConfig(modes=())
+    with pytest.raises(ConfigError, match="batch_size: expected an int, got 2.5"):
+        EvalConfig.from_dict({"batch_size": 2.5})
+    with pytest.raises(ConfigError, match="unknown key"):
+        EvalConfig.from_dict({"mode": ["slow"]})
     with pytest.raises(ValueError, match="tasks"):
         evaluate_model(None, tokenizer, [])
+    with pytest.raises(TypeError, match="verifier"):
+        evaluate_model(None, tokenizer, generate_math_tasks(1), verifier="math")
+
+
+def test_config_round_trips(tmp_path):
+    config = EvalConfig(modes=("auto", "slow"), samples_per_prompt=4, pass_k=(1, 4), temperature=0.7)
+    assert EvalConfig.from_dict(config.to_dict()) == config
+    path = tmp_path / "eval.yaml"
+    config.to_yaml(path)
+    assert EvalConfig.from_yaml(path) == config

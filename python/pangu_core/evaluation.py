@@ -2,8 +2,10 @@
 
 Greedy decoding gives accuracy; sampling ``samples_per_prompt`` answers gives pass@k with the
 unbiased estimator (1 - C(n-c, k) / C(n, k)). Prompts are batched (left-padded, sorted by length)
-and rendered with the tokenizer's chat template, the mode tag at the end of the user turn. Results
-go to JSON and to a PNG with accuracy and tokens by difficulty, one line per mode.
+and rendered with the tokenizer's chat template, the mode tag at the end of the user turn. Final
+answers are checked by MARS's math verifier (:class:`pangu_core.rewards.math.MathVerifier`, with its
+time limits), a batch at a time. Results go to JSON and to a PNG with accuracy and tokens by
+difficulty, one line per mode.
 """
 
 from __future__ import annotations
@@ -13,72 +15,64 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
 
-from pangu_core.config import FromMapping
+from pangu_core.config import Config, expect
 from pangu_core.dual.chat_format import ChatFormat, parse_response, template_prompts
 from pangu_core.dual.response import MODES, ThinkingMarkers
+from pangu_core.rewards.math import MathVerifier
 from pangu_core.tasks.dataset import Task
 
 
 @dataclass(frozen=True)
-class EvalConfig(FromMapping):
+class EvalConfig(Config):
     """How to evaluate (validated on construction, all problems at once)."""
 
-    modes: tuple[str, ...] = ("slow", "fast")
+    # Modes to evaluate: slow (no tag), fast (" /no_think"), auto (" /auto_think").
+    modes: tuple[Literal["slow", "fast", "auto"], ...] = ("slow", "fast")
+    # Generation limit per answer, in tokens.
     max_new_tokens: int = 256
+    # Prompts per generation batch.
     batch_size: int = 64
+    # Sampled answers per prompt for pass@k (0 = greedy accuracy only).
     samples_per_prompt: int = 0
+    # k values of pass@k (each at most samples_per_prompt).
     pass_k: tuple[int, ...] = (1,)
+    # Sampling temperature for pass@k (> 0).
     temperature: float = 1.0
+    # Seed of torch's generator before sampling.
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "modes", tuple(self.modes))
-        object.__setattr__(self, "pass_k", tuple(self.pass_k))
-        problems = []
-        if not self.modes or any(m not in MODES for m in self.modes):
-            problems.append(f"modes: expected a non-empty list of {MODES}, got {self.modes!r}")
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        expect(problems, len(self.modes) > 0, "modes", f"a non-empty list of {', '.join(MODES)}", self.modes)
         for name in ("max_new_tokens", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"{name}: expected an int >= 1, got {value!r}")
-        if isinstance(self.samples_per_prompt, bool) or not isinstance(self.samples_per_prompt, int) or self.samples_per_prompt < 0:
-            problems.append(f"samples_per_prompt: expected an int >= 0, got {self.samples_per_prompt!r}")
-        elif any(not isinstance(k, int) or k < 1 or (self.samples_per_prompt and k > self.samples_per_prompt) for k in self.pass_k):
-            problems.append(f"pass_k: expected ints in [1, samples_per_prompt], got {self.pass_k!r}")
-        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
-            problems.append(f"temperature: expected a positive number, got {self.temperature!r}")
-        if problems:
-            raise ValueError("invalid EvalConfig: " + "; ".join(problems))
+            expect(problems, getattr(self, name) >= 1, name, "an int >= 1", getattr(self, name))
+        if expect(problems, self.samples_per_prompt >= 0, "samples_per_prompt", "an int >= 0",
+                  self.samples_per_prompt):
+            top = self.samples_per_prompt or max(self.pass_k, default=1)
+            expect(problems, all(1 <= k <= top for k in self.pass_k), "pass_k",
+                   f"ints in [1, samples_per_prompt={self.samples_per_prompt}]", self.pass_k)
+        expect(problems, self.temperature > 0, "temperature", "a number > 0", self.temperature)
+        return problems
 
 
-def _as_number(text: str) -> Fraction | None:
-    cleaned = text.strip().strip("$").replace(",", "").replace(" ", "")
-    try:
-        return Fraction(cleaned)
-    except (ValueError, ZeroDivisionError):
-        return None
+def match_answers(verifier: MathVerifier, predicted: Sequence[str | None], references: Sequence[str]) -> list[bool]:
+    """Whether each final answer equals its reference, by MARS's math verifier in one batch.
 
-
-def answers_match(predicted: str | None, reference: str) -> bool:
-    """Whether a final answer equals the reference: exact rational comparison for numbers,
-    math-verify for anything else (run without its signal-based timeout, so any thread may call)."""
-    if predicted is None:
-        return False
-    left, right = _as_number(predicted), _as_number(reference)
-    if left is not None and right is not None:
-        return left == right
-    from math_verify import parse, verify
-
-    gold = parse(f"${reference}$", parsing_timeout=None)
-    guess = parse(f"${predicted}$", parsing_timeout=None)
-    return bool(gold and guess and verify(gold, guess, timeout_seconds=None))
+    ``None`` (no final answer) never matches. Integer answers are decided in this process (exactly);
+    anything else goes to the verifier's math-verify workers under its time limit (an overrun is a
+    mismatch), which start only when first needed.
+    """
+    if len(predicted) != len(references):
+        raise ValueError(f"references: expected {len(predicted)} items like predicted, got {len(references)}")
+    pairs = [(str(reference), answer) for answer, reference in zip(predicted, references) if answer is not None]
+    verdicts = iter(verifier.compare(pairs))
+    return [answer is not None and next(verdicts).score == 1.0 for answer in predicted]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -124,9 +118,12 @@ def _chat_format(tokenizer, markers: ThinkingMarkers) -> ChatFormat:
 
 
 def evaluate_model(model, tokenizer, tasks: Sequence[Task], config: EvalConfig = EvalConfig(),
-                   markers: ThinkingMarkers = ThinkingMarkers(), progress: bool = True) -> dict[str, Any]:
+                   markers: ThinkingMarkers = ThinkingMarkers(), progress: bool = True,
+                   verifier: MathVerifier | None = None) -> dict[str, Any]:
     """Accuracy and mean generated tokens (eos included) per mode and difficulty, plus pass@k when sampling.
 
+    Answers are checked by ``verifier`` (MARS's math verifier; one batch per generation batch); by
+    default one is made for this call, with ``MathConfig``'s time limits, and closed at its end.
     Returns ``{"accuracy": {mode: {level: float}}, "tokens": {...}, "count": {...},
     "constant_answer_accuracy": {level: float}, "pass_at_k": {mode: {level: {k: float}}} (when
     sampling), "examples": {mode: [...]}}``; levels are string keys ("1".."5").
@@ -137,6 +134,10 @@ def evaluate_model(model, tokenizer, tasks: Sequence[Task], config: EvalConfig =
         raise ValueError("tasks: expected at least one task")
     if any(not isinstance(t, Task) for t in tasks):
         raise TypeError("tasks: expected Task items")
+    if verifier is not None and not isinstance(verifier, MathVerifier):
+        raise TypeError(f"verifier: expected MathVerifier, got {type(verifier).__name__}")
+    own_verifier = verifier is None
+    verifier = MathVerifier() if verifier is None else verifier
     chat = _chat_format(tokenizer, markers)
     was_training = model.training
     model.eval()
@@ -149,34 +150,43 @@ def evaluate_model(model, tokenizer, tasks: Sequence[Task], config: EvalConfig =
     total = len(config.modes) * math.ceil(len(tasks) / config.batch_size)
     bar = tqdm(total=total, desc="eval", disable=not progress, dynamic_ncols=True)
     torch.manual_seed(config.seed)
-    for mode in config.modes:
-        for start in range(0, len(order), config.batch_size):
-            batch = [tasks[i] for i in order[start:start + config.batch_size]]
-            prompts = _prompt_ids(tokenizer, batch, mode)
-            outputs = generate(model, tokenizer, prompts, config.max_new_tokens)
-            for task, ids in zip(batch, outputs):
-                text = tokenizer.decode(ids, skip_special_tokens=False)
-                final = parse_response(text, chat).final_answer
-                level = str(task.difficulty)
-                ok = answers_match(final, task.reference)
-                correct[mode][level] += ok
-                tokens[mode][level] += len(ids)
-                count[mode][level] += 1
-                if len(examples[mode]) < 3 or (not ok and len(examples[mode]) < 6):
-                    examples[mode].append({"prompt": task.prompt, "reference": task.reference,
-                                           "response": text, "correct": ok})
-            if config.samples_per_prompt:
-                sampled = generate(model, tokenizer, prompts, config.max_new_tokens, do_sample=True,
-                                   temperature=config.temperature, num_return_sequences=config.samples_per_prompt)
-                n = config.samples_per_prompt
-                for row, task in enumerate(batch):
-                    hits = sum(answers_match(parse_response(tokenizer.decode(ids, skip_special_tokens=False), chat).final_answer,
-                                             task.reference) for ids in sampled[row * n:(row + 1) * n])
-                    for k in config.pass_k:
-                        passes[mode][str(task.difficulty)][str(k)].append(pass_at_k(n, hits, k))
-            bar.update(1)
-    bar.close()
-    model.train(was_training)
+
+    def final_answer(ids: list[int]) -> tuple[str, str | None]:
+        text = tokenizer.decode(ids, skip_special_tokens=False)
+        return text, parse_response(text, chat).final_answer
+
+    try:
+        for mode in config.modes:
+            for start in range(0, len(order), config.batch_size):
+                batch = [tasks[i] for i in order[start:start + config.batch_size]]
+                prompts = _prompt_ids(tokenizer, batch, mode)
+                outputs = generate(model, tokenizer, prompts, config.max_new_tokens)
+                texts, finals = zip(*(final_answer(ids) for ids in outputs))
+                matches = match_answers(verifier, finals, [task.reference for task in batch])
+                for task, ids, text, ok in zip(batch, outputs, texts, matches):
+                    level = str(task.difficulty)
+                    correct[mode][level] += ok
+                    tokens[mode][level] += len(ids)
+                    count[mode][level] += 1
+                    if len(examples[mode]) < 3 or (not ok and len(examples[mode]) < 6):
+                        examples[mode].append({"prompt": task.prompt, "reference": task.reference,
+                                               "response": text, "correct": ok})
+                if config.samples_per_prompt:
+                    n = config.samples_per_prompt
+                    sampled = generate(model, tokenizer, prompts, config.max_new_tokens, do_sample=True,
+                                       temperature=config.temperature, num_return_sequences=n)
+                    hits = match_answers(verifier, [final_answer(ids)[1] for ids in sampled],
+                                         [task.reference for task in batch for _ in range(n)])
+                    for row, task in enumerate(batch):
+                        right = sum(hits[row * n:(row + 1) * n])
+                        for k in config.pass_k:
+                            passes[mode][str(task.difficulty)][str(k)].append(pass_at_k(n, right, k))
+                bar.update(1)
+    finally:
+        bar.close()
+        model.train(was_training)
+        if own_verifier:
+            verifier.close()
 
     def levels(table: dict, mode: str, scale: dict) -> dict[str, float]:
         return {lv: table[mode][lv] / scale[mode][lv] for lv in sorted(scale[mode], key=int)}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pangu_core.bench.rewards import code_programs, math_pairs
 from pangu_core.rewards.code import CodeVerifier
 from pangu_core.rewards.config import CodeConfig
 from pangu_core.rewards.types import CodeTest
+
+pytestmark = pytest.mark.usefixtures("own_sandbox_runs")
 
 
 def test_inputs_are_deterministic():
@@ -15,6 +19,7 @@ def test_inputs_are_deterministic():
 
 def test_every_fourth_program_is_wrong():
     verifier = CodeVerifier(CodeConfig(workers=2))
-    scores = [verifier.score_program(source, [CodeTest(i, o) for i, o in cases]).score
-              for source, cases in code_programs(4)]
+    programs = code_programs(4)
+    assert all(isinstance(t, CodeTest) for _, tests in programs for t in tests)  # the one test schema
+    scores = [verifier.score_program(source, tests).score for source, tests in programs]
     assert scores == [1.0, 1.0, 1.0, 0.0]

@@ -9,6 +9,8 @@ from pangu_core.rewards.config import CodeConfig, SandboxLimits
 from pangu_core.rewards.types import CodeTest
 
 VERIFIER = CodeVerifier(CodeConfig(workers=2, limits=SandboxLimits(test_seconds=2.0, memory_bytes=256 << 20)))
+# No process or folder of this session's sandbox runs may outlive them (see conftest.own_sandbox_runs).
+pytestmark = pytest.mark.usefixtures("own_sandbox_runs")
 
 
 def test_extracts_the_last_python_block_outside_thinking():
@@ -59,8 +61,14 @@ def test_tests_are_isolated_from_each_other():
 
 
 def test_front_door_errors():
-    with pytest.raises(ValueError, match="expected_stdout or assert_code"):
+    with pytest.raises(ValueError, match="assert_code: expected expected_stdout or assert_code to be set"):
         CodeTest(stdin="1")
+    with pytest.raises(ValueError, match="stdin: expected a string, got 1"):
+        CodeTest(stdin=1, expected_stdout="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"tests\[1\].output: unknown key; known: stdin, expected_stdout, assert_code"):
+        VERIFIER.score_program("print(1)", [CodeTest("", "1"), {"output": "1"}])
+    with pytest.raises(TypeError, match="tests: expected a sequence"):
+        VERIFIER.score_program("print(1)", "1")
     with pytest.raises(ValueError, match="at least one test"):
         VERIFIER.score_program("print(1)", [])
     with pytest.raises(TypeError, match=r"tests\[0\]"):
@@ -80,3 +88,13 @@ def test_concurrent_runs_keep_their_own_results():
     with ThreadPoolExecutor(6) as pool:
         scores = list(pool.map(run, range(8)))
     assert scores == [1.0 if n % 2 == 0 else 0.5 for n in range(8)]
+
+
+def test_run_tests_gives_each_test_its_reason():
+    # The one runner behind code rewards and generated code tasks: per test, why it failed ("" = passed).
+    tests = [CodeTest("2\n", "4"), CodeTest("3\n", "7"), CodeTest("x\n", "0"), CodeTest("5\n", assert_code="assert False")]
+    reasons = VERIFIER.run_tests("print(int(input()) * 2)\n", tests)
+    assert reasons[:2] == ["", "wrong answer"] and reasons[3] == "assertion failed"
+    assert reasons[2].startswith("runtime error: ValueError"), reasons
+    syntax = VERIFIER.run_tests("def f(:\n", tests[:2])
+    assert syntax[0] == syntax[1] and syntax[0].startswith("syntax error: line 1")

@@ -10,7 +10,7 @@ import pytest
 
 from pangu_core.rewards.code import CodeVerifier
 from pangu_core.rewards.config import CodeConfig, SandboxLimits
-from pangu_core.rewards.sandbox import MARKER_VARIABLE, process_limit_mechanism, run_sandboxed
+from pangu_core.rewards.sandbox import process_limit_mechanism, run_sandboxed
 from pangu_core.rewards.types import CodeTest
 
 # Tight limits: the machine is shared, so every attack is bounded well below what would hurt it.
@@ -20,34 +20,9 @@ VERIFIER = CodeVerifier(CodeConfig(workers=1, limits=LIMITS))
 EXPECT_OK = [CodeTest(stdin="", expected_stdout="ok")]
 
 
-def _sandbox_processes() -> list[int]:
-    needle = f"{MARKER_VARIABLE}=".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/environ", "rb") as f:
-                    if needle in f.read():
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
-
-
-def _sandbox_folders() -> set[str]:
-    import tempfile
-
-    base = tempfile.gettempdir()
-    return {n for n in os.listdir(base) if n.startswith("pangu-sbx-")}
-
-
-@pytest.fixture(autouse=True)
-def _nothing_left_behind():
-    # Invariant for every test here: no sandboxed process and no sandbox folder outlives its run.
-    folders_before = _sandbox_folders()
-    yield
-    assert _sandbox_processes() == []
-    assert _sandbox_folders() <= folders_before
+# Invariant for every test here: no sandboxed process and no sandbox folder outlives its run
+# (checked for this session's own runs only; see conftest.own_sandbox_runs).
+pytestmark = pytest.mark.usefixtures("own_sandbox_runs")
 
 
 def _attack(program: str) -> tuple[float, str]:
@@ -132,7 +107,7 @@ def test_double_fork_daemon_does_not_outlive_the_run():
     assert score == 0.0 and reason == "test 0: wrong answer"
     result = run_sandboxed(LIMITS, argv=[sys.executable, "-c", code])
     assert result.stdout.strip() == "daemonised"
-    # The autouse fixture asserts no sandboxed process is left.
+    # The own_sandbox_runs fixture asserts that no process of this run is left.
 
 
 def test_sleeping_past_the_timeout_is_cut():
@@ -191,4 +166,4 @@ def test_teardown_without_a_cgroup_finds_escaped_daemons(monkeypatch):
             "        os.close(1); os.close(2)\n        time.sleep(60)\n    os._exit(0)\nprint('daemonised')\n")
     result = run_sandboxed(LIMITS, argv=[sys.executable, "-c", code])
     assert result.stdout.strip() == "daemonised" and result.exit_code == 0
-    # The autouse fixture asserts that nothing with a sandbox marker is left.
+    # The own_sandbox_runs fixture asserts that nothing with this session's run markers is left.

@@ -20,6 +20,9 @@ from pangu_core.rewards.types import CodeTest
 
 LIMITS = SandboxLimits(test_seconds=2.0, startup_seconds=3.0, cpu_seconds=2, memory_bytes=512 << 20,
                        file_bytes=1 << 20, processes=16, open_files=64, output_bytes=1 << 15)
+_SYSTEM_TMP = tempfile.gettempdir()  # before own_sandbox_runs points tempfile at a test's own folder
+# No process or folder of this session's sandbox runs may outlive them (see conftest.own_sandbox_runs).
+pytestmark = pytest.mark.usefixtures("own_sandbox_runs")
 
 # Tries each path and reports, per path, "written" or the error's errno name.
 _PROBE = """
@@ -184,7 +187,7 @@ print(os.read(read, 1 << 16).decode())
 def test_unprivileged_caller_gets_the_same_confinement(tmp_path):
     # An unprivileged caller goes through a user namespace (mapped to itself); /tmp is writable for
     # every user, so only the confinement keeps the write out.
-    home = tempfile.mkdtemp(prefix="pangu-unpriv-")
+    home = tempfile.mkdtemp(prefix="pangu-unpriv-", dir=_SYSTEM_TMP)  # a folder user 65534 can reach
     target = os.path.join("/tmp", f"pangu_escape_{os.getpid()}_{uuid.uuid4().hex[:8]}")
     try:
         os.chown(home, 65534, 65534)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pangu_core.rewards.config import ShapingConfig
-from pangu_core.rewards.shaping import format_score, length_score, repeated_ngram_share, repetition_score
+from pangu_core.rewards.shaping import chosen_mode, format_score, length_score, repeated_ngram_share, repetition_score
 
 
 @pytest.mark.parametrize("response, mode, score, reason", [
@@ -18,6 +18,14 @@ from pangu_core.rewards.shaping import format_score, length_score, repeated_ngra
     ("42", "fast", 1.0, ""),
     ("<think>long thoughts</think>42", "fast", 0.0, "thinking in fast mode"),
     ("<think></think>", "fast", 0.0, "no answer after thinking"),
+    # auto: the model chose; a fast answer and a slow one are both well formed, each by its own rules.
+    ("<think></think>42", "auto", 1.0, ""),
+    ("42", "auto", 1.0, ""),
+    ("<think>steps</think>42", "auto", 1.0, ""),
+    ("<think>steps and more", "auto", 0.0, "thinking block not closed"),
+    ("<think>", "auto", 0.0, "thinking block not closed"),
+    ("<think>steps</think>", "auto", 0.0, "no answer after thinking"),
+    ("<think></think>", "auto", 0.0, "no answer after thinking"),
 ])
 def test_format_by_mode(response, mode, score, reason):
     got = format_score(response, mode)
@@ -41,4 +49,15 @@ def test_length_against_budget():
     assert length_score("w " * 25, "fast", cfg).score == 0.0
     assert length_score("w " * 25, "slow", cfg).score == 1.0
     with pytest.raises(ValueError, match="mode"):
-        length_score("x", "auto", cfg)
+        length_score("x", "medium", cfg)
+    with pytest.raises(ValueError, match="mode"):
+        format_score("x", "think")
+
+
+def test_auto_mode_uses_the_budget_of_the_mode_taken():
+    cfg = ShapingConfig(fast_budget=10, slow_budget=100, length_hard_factor=2.0)
+    fast, slow = "<think></think>" + " w" * 15, "<think>" + " w" * 15 + "</think>done"
+    assert chosen_mode(fast, "auto") == "fast" and chosen_mode(slow, "auto") == "slow"
+    assert chosen_mode(slow, "fast") == "fast"  # a requested mode is never second-guessed
+    assert length_score(fast, "auto", cfg).score == length_score(fast, "fast", cfg).score < 1.0
+    assert length_score(slow, "auto", cfg).score == 1.0

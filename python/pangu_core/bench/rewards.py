@@ -4,8 +4,9 @@
   main thread with its default signal timeouts; same inputs, verdict cache cleared between runs.
 * math_verify_1k_safe: ours vs a process-per-call timeout wrapper around math-verify (a forked
   process per comparison, killed on overrun), on a subset of the same inputs.
-* code_exec_200: 200 short programs with 5 stdin/stdout tests each, ours (sandboxed, pooled) vs a
-  fresh interpreter subprocess per test, no pooling and no sandbox.
+* code_exec_200: 200 short programs with 5 stdin/stdout tests each (``CodeTest``), ours (the code
+  reward's runner: sandboxed, pooled) vs a fresh interpreter subprocess per test, no pooling and no
+  sandbox.
 Each case adds p50/p99 latency (seconds) per call of our source.
 """
 
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pangu_core.bench.common import make_case, median_seconds, percentiles
+from pangu_core.rewards.types import CodeTest
 
 NAME = "rewards"
 DESCRIPTION = "MARS: math-verify in killable workers, sandboxed code execution"
@@ -89,8 +91,9 @@ def _verify_process_per_call(pairs: list[tuple[str, str]], timeout: float = 5.0)
     return out
 
 
-def code_programs(n: int, tests: int = 5, seed: int = 0) -> list[tuple[str, list[tuple[str, str]]]]:
-    """``n`` short stdin/stdout programs with ``tests`` cases each; every fourth one is wrong."""
+def code_programs(n: int, tests: int = 5, seed: int = 0) -> list[tuple[str, tuple[CodeTest, ...]]]:
+    """``n`` short stdin/stdout programs with ``tests`` cases each (MARS's CodeTest schema); every
+    fourth one is wrong."""
     rng = random.Random(seed)
     templates = [
         ("a, b = map(int, input().split())\nprint(a + b{bug})\n", lambda x, y: f"{x} {y}\n", lambda x, y: str(x + y)),
@@ -105,12 +108,12 @@ def code_programs(n: int, tests: int = 5, seed: int = 0) -> list[tuple[str, list
         cases = []
         for _ in range(tests):
             x, y = rng.randint(1, 500), rng.randint(1, 500)
-            cases.append((make_in(x, y), make_out(x, y)))
-        out.append((source.format(bug=bug), cases))
+            cases.append(CodeTest(make_in(x, y), make_out(x, y)))
+        out.append((source.format(bug=bug), tuple(cases)))
     return out
 
 
-def _run_unpooled(programs: list[tuple[str, list[tuple[str, str]]]]) -> float:
+def _run_unpooled(programs: list[tuple[str, tuple[CodeTest, ...]]]) -> float:
     """Baseline: one fresh interpreter per test, sequential. Returns the share of tests passed."""
     folder = tempfile.mkdtemp(prefix="pangu-bench-")
     passed = total = 0
@@ -119,10 +122,11 @@ def _run_unpooled(programs: list[tuple[str, list[tuple[str, str]]]]) -> float:
             path = os.path.join(folder, f"p{index}.py")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(source)
-            for stdin, expected in cases:
+            for case in cases:
                 try:
-                    run = subprocess.run([sys.executable, path], input=stdin, capture_output=True, text=True, timeout=5)
-                    passed += run.returncode == 0 and run.stdout.strip() == expected
+                    run = subprocess.run([sys.executable, path], input=case.stdin, capture_output=True, text=True,
+                                         timeout=5)
+                    passed += run.returncode == 0 and run.stdout.strip() == case.expected_stdout
                 except subprocess.TimeoutExpired:
                     pass
                 total += 1
@@ -184,17 +188,16 @@ def _math_cases(quick: bool) -> list[dict[str, Any]]:
 def _code_case(quick: bool) -> dict[str, Any]:
     from pangu_core.rewards.code import CodeVerifier
     from pangu_core.rewards.config import CodeConfig
-    from pangu_core.rewards.types import CodeTest
 
     programs = code_programs(8 if quick else 200)
     workers = 2
     verifier = CodeVerifier(CodeConfig(workers=workers))
-    tests = [[CodeTest(stdin=i, expected_stdout=o) for i, o in cases] for _, cases in programs]
     latencies: list[float] = []
 
     def one(index: int) -> float:
         start = time.perf_counter()
-        score = verifier.score_program(programs[index][0], tests[index]).score
+        source, tests = programs[index]
+        score = verifier.score_program(source, tests).score
         latencies.append(time.perf_counter() - start)
         return score
 

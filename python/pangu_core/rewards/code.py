@@ -11,8 +11,9 @@ from __future__ import annotations
 import ast
 import re
 import threading
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+from pangu_core.config import ConfigError
 from pangu_core.dual.response import split_thinking
 from pangu_core.rewards.config import CodeConfig
 from pangu_core.rewards.sandbox import run_sandboxed, signal_reason
@@ -64,21 +65,29 @@ def _same_output(got: str, expected: str) -> bool:
     return norm(got) == norm(expected)
 
 
-def coerce_tests(tests: Sequence[CodeTest | dict]) -> tuple[CodeTest, ...]:
-    """Accepts CodeTest objects or dicts with the same keys."""
+def coerce_tests(tests: Sequence[CodeTest | Mapping[str, Any]]) -> tuple[CodeTest, ...]:
+    """The tests as CodeTest objects; mappings of CodeTest fields (as in task files) are converted."""
+    if isinstance(tests, (str, bytes, Mapping)):
+        raise TypeError(f"tests: expected a sequence of CodeTest, got {type(tests).__name__}")
     out = []
+    problems: list[str] = []
     for i, test in enumerate(tests):
         if isinstance(test, CodeTest):
             out.append(test)
-        elif isinstance(test, dict):
-            out.append(CodeTest(**test))
+        elif isinstance(test, Mapping):
+            try:
+                out.append(CodeTest.from_dict(test))
+            except ConfigError as error:
+                problems += [f"tests[{i}].{p}" for p in error.problems]
         else:
-            raise TypeError(f"tests[{i}]: expected CodeTest or dict, got {type(test).__name__}")
+            raise TypeError(f"tests[{i}]: expected CodeTest or a mapping of its fields, got {type(test).__name__}")
+    if problems:
+        raise ConfigError("CodeTest", problems)
     return tuple(out)
 
 
 class CodeVerifier:
-    """Scores programs against tests in the sandbox, at most ``config.workers`` at a time."""
+    """Runs programs against tests in the sandbox, at most ``config.workers`` at a time; thread-safe."""
 
     def __init__(self, config: CodeConfig | None = None) -> None:
         self.config = config or CodeConfig()
@@ -86,37 +95,48 @@ class CodeVerifier:
             raise TypeError(f"config: expected CodeConfig, got {type(self.config).__name__}")
         self._slots = threading.BoundedSemaphore(self.config.workers)
 
-    def score_program(self, program: str, tests: Sequence[CodeTest | dict]) -> SourceScore:
-        """Fraction of ``tests`` the program passes, with the first failure's reason."""
-        tests = coerce_tests(tests)
-        if not tests:
-            raise ValueError("tests: expected at least one test")
-        syntax = check_syntax(program)
-        if syntax:
-            return SourceScore(0.0, syntax)
-        payload = [{"stdin": t.stdin, **({"assert": t.assert_code} if t.assert_code else {})} for t in tests]
-        with self._slots:
-            run = run_sandboxed(self.config.limits, program=program, tests=payload)
-        by_index = {record["test"]: record for record in run.tests}
-        passed = 0
-        reasons = []
-        for i, test in enumerate(tests):
-            record = by_index.get(i)
-            why = _test_failure(record, test)
-            if why:
-                reasons.append(f"test {i}: {why}")
-            else:
-                passed += 1
-        if run.reason and len(by_index) < len(tests):
-            reasons.insert(0, run.reason)
-        return SourceScore(passed / len(tests), reasons[0] if reasons else "")
+    def run_tests(self, program: str, tests: Sequence[CodeTest | Mapping[str, Any]]) -> list[str]:
+        """Why each test failed, "" where it passed; all tests run in one sandboxed run.
 
-    def score(self, response: str, tests: Sequence[CodeTest | dict]) -> SourceScore:
+        A program that does not parse fails every test with its syntax reason; tests a cut run never
+        reached fail with the run's reason (e.g. "timeout").
+        """
+        failures, run_reason = self._execute(program, tests)
+        return [why if why != "not run" or not run_reason else run_reason for why in failures]
+
+    def score_program(self, program: str, tests: Sequence[CodeTest | Mapping[str, Any]]) -> SourceScore:
+        """Fraction of ``tests`` the program passes, with the first failure's reason."""
+        failures, run_reason = self._execute(program, tests)
+        reasons = [f"test {i}: {why}" for i, why in enumerate(failures) if why]
+        if run_reason:
+            reasons.insert(0, run_reason)
+        passed = sum(1 for why in failures if not why)
+        return SourceScore(passed / len(failures), reasons[0] if reasons else "")
+
+    def score(self, response: str, tests: Sequence[CodeTest | Mapping[str, Any]]) -> SourceScore:
         """Extracts the program from ``response`` and scores it."""
         program = extract_program(response)
         if program is None:
             return SourceScore(0.0, "no code block")
         return self.score_program(program, tests)
+
+    def _execute(self, program: str, tests: Sequence[CodeTest | Mapping[str, Any]]) -> tuple[list[str], str]:
+        """(per-test failure reasons, the run's own reason when not every test ran: the program does
+        not parse, or the run was cut)."""
+        if not isinstance(program, str):
+            raise TypeError(f"program: expected str, got {type(program).__name__}")
+        tests = coerce_tests(tests)
+        if not tests:
+            raise ValueError("tests: expected at least one test")
+        syntax = check_syntax(program)
+        if syntax:
+            return ["not run"] * len(tests), syntax
+        payload = [{"stdin": t.stdin, **({"assert": t.assert_code} if t.assert_code else {})} for t in tests]
+        with self._slots:
+            run = run_sandboxed(self.config.limits, program=program, tests=payload)
+        by_index = {record["test"]: record for record in run.tests}
+        failures = [_test_failure(by_index.get(i), test) for i, test in enumerate(tests)]
+        return failures, run.reason if run.reason and len(by_index) < len(tests) else ""
 
 
 def _test_failure(record: dict | None, test: CodeTest) -> str:

@@ -1,197 +1,168 @@
-"""Typed, frozen, picklable configs for MARS; each validates itself and reports every problem at once.
+"""Typed, frozen, picklable configs for MARS, on the shared :class:`~pangu_core.config.Config` mixin.
 
-``RewardConfig.from_yaml(path)`` loads the whole tree; unknown keys are errors (a typo must not
-silently fall back to a default). See ``rewards.yaml`` beside this module for the documented twin.
+``RewardConfig.from_yaml(path)`` loads the whole tree; unknown keys at any depth, duplicate keys and
+wrongly typed values are errors, all reported at once (a typo must not silently fall back to a
+default). Router weights and routes may only name registered reward sources. ``rewards.yaml``
+beside this module is the documented twin of the defaults.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Literal
 
-import yaml
+from pangu_core.config import Config, ConfigError, expect, expect_name
 
-
-class ConfigError(ValueError):
-    """A config with one or more invalid fields; the message lists all of them."""
-
-
-def _check(problems: list[str], ok: bool, message: str) -> None:
-    if not ok:
-        problems.append(message)
+__all__ = ["CodeConfig", "ConfigError", "JudgeConfig", "MathConfig", "RewardConfig", "RouterConfig",
+           "SandboxLimits", "ShapingConfig", "WEIGHTING_RULES"]
 
 
-def _positive(problems: list[str], obj: Any, *names: str) -> None:
+def _positive(problems: list[str], config: Config, *names: str) -> None:
     for name in names:
-        value = getattr(obj, name)
-        _check(problems, isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
-               f"{type(obj).__name__}.{name}: expected a positive number, got {value!r}")
-
-
-def _fraction(problems: list[str], obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        _check(problems, isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
-               f"{type(obj).__name__}.{name}: expected a number in [0, 1], got {value!r}")
-
-
-def _raise(problems: list[str]) -> None:
-    if problems:
-        raise ConfigError("invalid reward config:\n  " + "\n  ".join(problems))
-
-
-def _build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
-    """Instantiates dataclass ``cls`` from a mapping, recursing into nested dataclass fields."""
-    if data is None:
-        return cls()
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(value, list):
-            kwargs[name] = tuple(value)
-        elif isinstance(value, dict) and name == "weights":
-            kwargs[name] = tuple(value.items())
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
+        value = getattr(config, name)
+        expect(problems, value > 0, name, "a number > 0", value)
 
 
 @dataclass(frozen=True)
-class SandboxLimits:
+class SandboxLimits(Config):
     """Resource limits of one sandboxed program run (all tests of one program)."""
 
-    # Per-test wall clock; the whole run gets tests * test_seconds + startup_seconds.
+    # Wall clock per test, in seconds; the whole run gets tests * test_seconds + startup_seconds.
     test_seconds: float = 2.0
+    # Wall clock for starting the sandbox and the interpreter, in seconds.
     startup_seconds: float = 3.0
+    # CPU seconds per process (RLIMIT_CPU).
     cpu_seconds: int = 2
+    # Address space per process, in bytes (RLIMIT_AS); a Python interpreter needs at least 64 MiB.
     memory_bytes: int = 1 << 30
+    # Largest file a process may write, in bytes (RLIMIT_FSIZE).
     file_bytes: int = 1 << 20
-    # Processes (pids cgroup when available; RLIMIT_NPROC, which is per user, otherwise).
+    # Processes of one run (pids cgroup when available; RLIMIT_NPROC, which is per user, otherwise).
     processes: int = 32
+    # Open file descriptors per process (RLIMIT_NOFILE).
     open_files: int = 64
+    # Bytes of stdout/stderr kept per test; more ends the test with "output limit exceeded".
     output_bytes: int = 1 << 16
+    # A new network namespace (no network) where the kernel permits it.
     isolate_network: bool = True
     # Let programs import installed packages (numpy, ...): the interpreter then processes
     # site-packages at start, which costs tens of milliseconds per run.
     python_site: bool = False
 
-    def __post_init__(self) -> None:
+    def validate(self) -> list[str]:
         problems: list[str] = []
-        _positive(problems, self, "test_seconds", "startup_seconds")
-        for name in ("cpu_seconds", "memory_bytes", "file_bytes", "processes", "open_files", "output_bytes"):
-            value = getattr(self, name)
-            _check(problems, isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                   f"SandboxLimits.{name}: expected a positive int, got {value!r}")
-        _check(problems, isinstance(self.memory_bytes, int) and self.memory_bytes >= 64 << 20,
-               f"SandboxLimits.memory_bytes: expected >= 64 MiB (a Python interpreter needs it), got {self.memory_bytes!r}")
-        _raise(problems)
+        _positive(problems, self, "test_seconds", "startup_seconds", "cpu_seconds", "file_bytes", "processes",
+                  "open_files", "output_bytes")
+        expect(problems, self.memory_bytes >= 64 << 20, "memory_bytes",
+               "an int >= 64 MiB (a Python interpreter needs it)", self.memory_bytes)
+        return problems
 
 
 @dataclass(frozen=True)
-class MathConfig:
+class MathConfig(Config):
     """The math verifier: worker processes running math-verify under our own time limit."""
 
+    # math-verify worker processes (started on first use, not charged to any comparison).
     workers: int = 2
+    # Seconds one comparison may take; an overrun kills its worker and scores 0 with reason "timeout".
     timeout_seconds: float = 3.0
+    # Cached (reference, answer) verdicts (LRU); 0 disables the cache.
     cache_size: int = 65536
+    # Decimal places math-verify rounds floats to before comparing.
     float_rounding: int = 6
-    # Address-space limit of each worker, so a runaway expression (10^{10^{10}}) fails with
+    # Address-space limit of each worker, in bytes, so a runaway expression (10^{10^{10}}) fails with
     # MemoryError instead of eating the machine's memory before its timeout.
     memory_bytes: int = 4 << 30
-    # Reward for a response that has no final answer at all.
+    # Reward for a response that has no final answer at all, in [0, 1].
     no_answer_reward: float = 0.0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> list[str]:
         problems: list[str] = []
         _positive(problems, self, "workers", "timeout_seconds", "float_rounding")
-        _check(problems, isinstance(self.cache_size, int) and self.cache_size >= 0,
-               f"MathConfig.cache_size: expected an int >= 0, got {self.cache_size!r}")
-        _fraction(problems, self, "no_answer_reward")
-        _check(problems, isinstance(self.memory_bytes, int) and self.memory_bytes >= 512 << 20,
-               f"MathConfig.memory_bytes: expected an int >= 512 MiB (sympy needs it), got {self.memory_bytes!r}")
-        _raise(problems)
+        expect(problems, self.cache_size >= 0, "cache_size", "an int >= 0", self.cache_size)
+        expect(problems, self.memory_bytes >= 512 << 20, "memory_bytes", "an int >= 512 MiB (sympy needs it)",
+               self.memory_bytes)
+        expect(problems, 0.0 <= self.no_answer_reward <= 1.0, "no_answer_reward", "a number in [0, 1]",
+               self.no_answer_reward)
+        return problems
 
 
 @dataclass(frozen=True)
-class CodeConfig:
+class CodeConfig(Config):
     """Code execution: the sandbox limits and the pool that bounds concurrent runs."""
 
+    # Programs run concurrently in the sandbox.
     workers: int = 2
+    # Limits of each sandboxed run.
     limits: SandboxLimits = field(default_factory=SandboxLimits)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> list[str]:
         problems: list[str] = []
         _positive(problems, self, "workers")
-        _check(problems, isinstance(self.limits, SandboxLimits),
-               f"CodeConfig.limits: expected SandboxLimits, got {type(self.limits).__name__}")
-        _raise(problems)
+        return problems
 
 
 @dataclass(frozen=True)
-class JudgeConfig:
+class JudgeConfig(Config):
     """The lightweight LLM evaluator and its fusion with deterministic metrics."""
 
-    # Local path of a transformers causal LM; empty = rules and metrics only.
+    # Local folder of a transformers causal LM; empty = rules and metrics only.
     model_path: str = ""
+    # torch device of the evaluator model ("cpu", "cuda", "npu:0", ...).
     device: str = "cpu"
+    # Prompts per evaluator generation batch.
     batch_size: int = 8
+    # Tokens the evaluator may write after "Score:".
     max_new_tokens: int = 16
+    # Evaluator prompts are cut to this many tokens.
     max_prompt_tokens: int = 1024
     # Score the evaluator gives when its output cannot be parsed (in [0, 1]).
     neutral_score: float = 0.5
-    # Fusion weights: exact match, token F1, evaluator (normalised to sum 1 over what is present).
+    # Fusion weight of exact match (the weights are normalised to sum 1 over what is present).
     exact_weight: float = 0.3
+    # Fusion weight of token F1.
     f1_weight: float = 0.2
+    # Fusion weight of the evaluator's score.
     judge_weight: float = 0.5
 
-    def __post_init__(self) -> None:
+    def validate(self) -> list[str]:
         problems: list[str] = []
         _positive(problems, self, "batch_size", "max_new_tokens", "max_prompt_tokens")
-        _fraction(problems, self, "neutral_score")
+        expect(problems, 0.0 <= self.neutral_score <= 1.0, "neutral_score", "a number in [0, 1]", self.neutral_score)
         for name in ("exact_weight", "f1_weight", "judge_weight"):
-            value = getattr(self, name)
-            _check(problems, isinstance(value, (int, float)) and value >= 0,
-                   f"JudgeConfig.{name}: expected a number >= 0, got {value!r}")
-        _check(problems, self.exact_weight + self.f1_weight + self.judge_weight > 0,
-               "JudgeConfig: at least one of exact_weight, f1_weight, judge_weight must be > 0")
-        _raise(problems)
+            expect(problems, getattr(self, name) >= 0, name, "a number >= 0", getattr(self, name))
+        if all(getattr(self, n) >= 0 for n in ("exact_weight", "f1_weight", "judge_weight")):
+            expect(problems, self.exact_weight + self.f1_weight + self.judge_weight > 0, "judge_weight",
+                   "exact_weight, f1_weight or judge_weight > 0", self.judge_weight)
+        return problems
 
 
 @dataclass(frozen=True)
-class ShapingConfig:
+class ShapingConfig(Config):
     """Penalties on form: format per mode, repeated n-grams, length against a per-mode budget."""
 
+    # n of the repeated word n-gram share.
     ngram: int = 4
-    # Token budgets (whitespace tokens) per mode; beyond the budget the length score falls linearly
-    # to 0 at ``length_hard_factor`` times the budget.
+    # Whitespace-token budget of a slow answer; beyond it the length score falls linearly to 0 at
+    # length_hard_factor times the budget.
     slow_budget: int = 4096
+    # Whitespace-token budget of a fast answer.
     fast_budget: int = 512
+    # Where the length score reaches 0, as a multiple of the budget (> 1).
     length_hard_factor: float = 2.0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> list[str]:
         problems: list[str] = []
         _positive(problems, self, "ngram", "slow_budget", "fast_budget")
-        _check(problems, isinstance(self.length_hard_factor, (int, float)) and self.length_hard_factor > 1.0,
-               f"ShapingConfig.length_hard_factor: expected a number > 1, got {self.length_hard_factor!r}")
-        _raise(problems)
+        expect(problems, self.length_hard_factor > 1.0, "length_hard_factor", "a number > 1", self.length_hard_factor)
+        return problems
 
 
 WEIGHTING_RULES = ("fixed", "inverse_variance", "reliability")
 
 
 @dataclass(frozen=True)
-class RouterConfig:
+class RouterConfig(Config):
     """Which sources score which task type, and how their scores are combined.
 
     ``weighting``: "fixed" uses ``weights`` as given; "inverse_variance" scales each source's base
@@ -201,76 +172,84 @@ class RouterConfig:
     ``warmup`` observations) before combining, so sources on different scales are comparable.
     """
 
+    # Sources per task type, in order (names from the source registry, see known_sources()).
     routes: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("math", ("math", "format", "repetition", "length")),
         ("code", ("code", "format", "repetition", "length")),
         ("general", ("judge", "format", "repetition", "length")),
     )
+    # Base weight per source (1.0 for a source not listed).
     weights: tuple[tuple[str, float], ...] = (
         ("math", 1.0), ("code", 1.0), ("judge", 1.0), ("format", 0.1), ("repetition", 0.1), ("length", 0.05),
     )
-    weighting: str = "fixed"
+    # How base weights adapt: fixed, inverse_variance or reliability (see pangu_core.rewards.router).
+    weighting: Literal["fixed", "inverse_variance", "reliability"] = "fixed"
+    # z-score each source by its running mean and variance after `warmup` observations.
     normalise: bool = False
+    # Momentum of the running statistics (exponential moving averages), in (0, 1).
     momentum: float = 0.99
+    # Observations of a source before normalise applies to it.
     warmup: int = 32
+    # Added to running variances before dividing by them.
     variance_floor: float = 1e-2
 
-    def __post_init__(self) -> None:
+    def validate(self) -> list[str]:
+        # The registry lives in router.py, which imports this module; it is complete once the package is.
+        from pangu_core.rewards.router import known_sources
+
+        known = known_sources()
         problems: list[str] = []
-        _check(problems, self.weighting in WEIGHTING_RULES,
-               f"RouterConfig.weighting: expected one of {list(WEIGHTING_RULES)}, got {self.weighting!r}")
-        _check(problems, isinstance(self.momentum, float) and 0.0 < self.momentum < 1.0,
-               f"RouterConfig.momentum: expected a float in (0, 1), got {self.momentum!r}")
-        _check(problems, isinstance(self.warmup, int) and self.warmup >= 0,
-               f"RouterConfig.warmup: expected an int >= 0, got {self.warmup!r}")
-        _positive(problems, self, "variance_floor")
         for name, weight in self.weights:
-            _check(problems, isinstance(weight, (int, float)) and weight >= 0,
-                   f"RouterConfig.weights[{name!r}]: expected a number >= 0, got {weight!r}")
+            expect_name(problems, f"weights[{name!r}]", name, known, "reward source")
+            expect(problems, weight >= 0, f"weights[{name!r}]", "a number >= 0", weight)
+        seen: set[str] = set()
         for task, sources in self.routes:
-            _check(problems, isinstance(task, str) and len(sources) > 0,
-                   f"RouterConfig.routes[{task!r}]: expected a non-empty list of source names")
-        _raise(problems)
+            expect(problems, bool(task), "routes", "non-empty task type names", task)
+            if task in seen:
+                problems.append(f"routes[{task!r}]: expected one route per task type, got another")
+            seen.add(task)
+            expect(problems, len(sources) > 0, f"routes[{task!r}]", "a non-empty list of source names", sources)
+            for i, source in enumerate(sources):
+                expect_name(problems, f"routes[{task!r}][{i}]", source, known, "reward source")
+        expect(problems, 0.0 < self.momentum < 1.0, "momentum", "a number in (0, 1)", self.momentum)
+        expect(problems, self.warmup >= 0, "warmup", "an int >= 0", self.warmup)
+        _positive(problems, self, "variance_floor")
+        return problems
 
     def weight_of(self, source: str) -> float:
+        """The base weight of ``source`` (1.0 when ``weights`` does not list it)."""
         return dict(self.weights).get(source, 1.0)
 
     def sources_for(self, task_type: str) -> tuple[str, ...]:
+        """The sources routed to ``task_type``; KeyError listing the routed types for an unknown one."""
         table = dict(self.routes)
         if task_type not in table:
-            raise KeyError(f"task_type: no route for {task_type!r}; known: {sorted(table)}")
+            raise KeyError(f"task_type: no route for {task_type!r}; known: {', '.join(sorted(table))}")
         return table[task_type]
 
 
 @dataclass(frozen=True)
-class RewardConfig:
-    """The whole reward system."""
+class RewardConfig(Config):
+    """The whole reward system: each source's settings, the router, and how samples are batched."""
 
+    # The math verifier.
     math: MathConfig = field(default_factory=MathConfig)
+    # Code execution in the sandbox.
     code: CodeConfig = field(default_factory=CodeConfig)
+    # The LLM evaluator for general tasks.
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    # Format, repetition and length terms.
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
+    # Routes, weights and adaptive weighting.
     router: RouterConfig = field(default_factory=RouterConfig)
-    # Samples scored concurrently by ``RewardScorer.score``.
+    # Threads on which sources score a batch concurrently (RewardScorer.score).
     workers: int = 4
+    # Samples per batch.
     batch_size: int = 64
+    # Show a progress bar over batches.
     show_progress: bool = False
 
-    def __post_init__(self) -> None:
+    def validate(self) -> list[str]:
         problems: list[str] = []
         _positive(problems, self, "workers", "batch_size")
-        _raise(problems)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "RewardConfig":
-        if data is not None and isinstance(data, Mapping) and "router" in data and isinstance(data["router"], Mapping):
-            router = dict(data["router"])
-            if isinstance(router.get("routes"), Mapping):
-                router["routes"] = tuple((k, tuple(v)) for k, v in router["routes"].items())
-            data = {**data, "router": router}
-        return _build(cls, data, "RewardConfig")
-
-    @classmethod
-    def from_yaml(cls, path: str) -> "RewardConfig":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(yaml.safe_load(f) or {})
+        return problems

@@ -150,20 +150,32 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
-def _marked_processes(marker: str) -> list[int]:
-    """Pids whose environment carries ``marker`` (processes that may have left the session)."""
-    needle = f"{MARKER_VARIABLE}={marker}".encode()
+def _marked_processes(marker: str, prefix: bool = False) -> list[int]:
+    """Pids whose environment carries run marker ``marker`` (or, with ``prefix``, one starting with it)."""
+    needle = f"\0{MARKER_VARIABLE}={marker}".encode() + (b"" if prefix else b"\0")
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/environ", "rb") as f:
-                if needle in f.read():
+                if needle in b"\0" + f.read() + b"\0":
                     found.append(int(name))
         except OSError:
             continue
     return found
+
+
+def sandboxed_processes(caller: int | None = None) -> list[int]:
+    """Pids of live processes of the sandbox runs started by process ``caller`` (default: this one).
+
+    Every run's marker is ``<caller pid>-<random>``, so this sees only the caller's own runs, never
+    those of another process using the sandbox at the same time. Empty once every run has returned.
+    """
+    caller = os.getpid() if caller is None else caller
+    if isinstance(caller, bool) or not isinstance(caller, int) or caller <= 0:
+        raise ValueError(f"caller: expected a pid (an int > 0), got {caller!r}")
+    return _marked_processes(f"{caller}-", prefix=True)
 
 
 def _teardown(proc: subprocess.Popen, cgroup: str | None, payload: int | None, marker: str) -> None:
@@ -236,8 +248,9 @@ def run_sandboxed(
         raise ValueError("tests: expected a non-empty list of test dicts with a program")
     if not isinstance(stdin, str):
         raise TypeError(f"stdin: expected str, got {type(stdin).__name__}")
+    # The marker starts with our pid, so sandboxed_processes() can tell our runs from other callers'.
     run_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    home = tempfile.mkdtemp(prefix="pangu-sbx-")
+    home = tempfile.mkdtemp(prefix="pangu-sbx-")  # under tempfile.gettempdir() (TMPDIR)
     cgroup = _make_cgroup(run_id, limits.processes)
     status_r, status_w = os.pipe()
     spec: dict[str, Any] = {

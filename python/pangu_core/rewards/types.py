@@ -5,26 +5,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pangu_core.config import Config, expect
+
 TASK_TYPES = ("math", "code", "general")
-SAMPLE_MODES = ("slow", "fast")
+# "auto": the model chose; a fast answer (empty thinking block) and a slow one are both valid.
+SAMPLE_MODES = ("slow", "fast", "auto")
 
 
 @dataclass(frozen=True)
-class CodeTest:
-    """One code test: feed ``stdin`` and compare stdout with ``expected_stdout``, and/or run
-    ``assert_code`` after the program in its namespace (an assert-style test)."""
+class CodeTest(Config):
+    """One code test, the one schema for rewards, generated code tasks and task files.
 
+    Feeds ``stdin`` to the program and compares its stdout with ``expected_stdout`` (trailing
+    spaces per line and trailing blank lines ignored), and/or runs ``assert_code`` after the program
+    in its namespace (an assert-style test; a failed assert is "assertion failed"). At least one of
+    the two must be set. In JSON/YAML a test is the mapping of its fields, unset ones omitted:
+    ``{"stdin": "1 2\n", "expected_stdout": "3"}`` or ``{"assert_code": "assert f(2) == 4"}``.
+    """
+
+    # Text fed to the program's standard input.
     stdin: str = ""
+    # What the program must print (None: stdout is not checked).
     expected_stdout: str | None = None
+    # Python statements run after the program in its namespace (None: no assert test).
     assert_code: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.expected_stdout is None and self.assert_code is None:
-            raise ValueError("CodeTest: expected expected_stdout or assert_code (a test must check something)")
-        for name in ("stdin", "expected_stdout", "assert_code"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"CodeTest.{name}: expected str, got {type(value).__name__}")
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        expect(problems, self.expected_stdout is not None or self.assert_code is not None, "assert_code",
+               "expected_stdout or assert_code to be set (a test must check something)", self.assert_code)
+        return problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """The test as a JSON/YAML mapping: only the fields that are set (stdin when not empty)."""
+        return {name: value for name, value in super().to_dict().items()
+                if value is not None and not (name == "stdin" and value == "")}
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,8 @@ class Sample:
 
     ``reference``: the gold answer (math), a tuple of :class:`CodeTest` (code), or a reference answer
     or rubric text (general). ``task_type`` is any routed name; "math", "code" and "general" are built in.
+    ``mode`` is the mode the prompt asked for: "slow", "fast" or "auto" (the model chose; the format
+    and length terms then judge the response by the mode it took).
     """
 
     task_type: str

@@ -1,21 +1,23 @@
 """Small generated programming problems with tests, so code rewards have real work to check.
 
 Each problem comes from a family with random parameters and carries a reference solution (Python
-source, in ``Task.reference``) and tests: ``{"assert": ...}`` statements for function problems,
-``{"input": ..., "output": ...}`` pairs for stdin/stdout programs. Deterministic by seed; the
-train/test split is the same prompt hash as for math (:func:`math_tasks.in_test_split`).
-:func:`run_tests` executes a solution against its tests in a fresh interpreter with a timeout.
+source, in ``Task.reference``) and tests in MARS's one schema, :class:`pangu_core.rewards.CodeTest`:
+``assert_code`` statements for function problems, ``stdin`` / ``expected_stdout`` pairs for
+stdin/stdout programs. Deterministic by seed; the train/test split is the same prompt hash as for
+math (:func:`math_tasks.in_test_split`). :func:`run_tests` runs a solution against its tests in
+MARS's sandbox (:mod:`pangu_core.rewards.sandbox`), and ``RewardScorer`` scores responses to these
+tasks through :meth:`Task.to_sample`.
 """
 
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from typing import Any
 
+from pangu_core.rewards.code import CodeVerifier
+from pangu_core.rewards.config import CodeConfig, SandboxLimits
+from pangu_core.rewards.types import CodeTest
 from pangu_core.tasks.dataset import Task
 from pangu_core.tasks.math_tasks import LEVELS, check_generation_args, in_test_split
 
@@ -27,7 +29,7 @@ def _add_k(rng: random.Random) -> Task:
         prompt=f"Write a Python function add_k(x) that returns x plus {k}.",
         reference=f"def add_k(x):\n    return x + {k}\n",
         task_type="code", difficulty=1,
-        tests=tuple({"assert": f"assert add_k({x}) == {x + k}"} for x in xs),
+        tests=tuple(CodeTest(assert_code=f"assert add_k({x}) == {x + k}") for x in xs),
     )
 
 
@@ -38,7 +40,7 @@ def _count_char(rng: random.Random) -> Task:
         prompt=f"Write a Python function count_char(s) that returns how many times the letter '{c}' occurs in the string s.",
         reference=f"def count_char(s):\n    return s.count('{c}')\n",
         task_type="code", difficulty=2,
-        tests=tuple({"assert": f"assert count_char({w!r}) == {w.count(c)}"} for w in words),
+        tests=tuple(CodeTest(assert_code=f"assert count_char({w!r}) == {w.count(c)}") for w in words),
     )
 
 
@@ -50,7 +52,7 @@ def _sum_divisible(rng: random.Random) -> Task:
                 f"and prints the sum of those divisible by {k}."),
         reference=f"nums = [int(t) for t in input().split()]\nprint(sum(n for n in nums if n % {k} == 0))\n",
         task_type="code", difficulty=2,
-        tests=tuple({"input": " ".join(map(str, xs)) + "\n", "output": f"{sum(n for n in xs if n % k == 0)}\n"}
+        tests=tuple(CodeTest(" ".join(map(str, xs)) + "\n", f"{sum(n for n in xs if n % k == 0)}\n")
                     for xs in cases),
     )
 
@@ -67,7 +69,7 @@ def _rotate(rng: random.Random) -> Task:
         prompt=f"Write a Python function rotate(xs) that returns a new list: the list xs rotated right by {k} places (wrapping around).",
         reference=f"def rotate(xs):\n    if not xs:\n        return []\n    s = {k} % len(xs)\n    return xs[-s:] + xs[:-s] if s else list(xs)\n",
         task_type="code", difficulty=3,
-        tests=tuple({"assert": f"assert rotate({xs}) == {rotate(xs)}"} for xs in cases),
+        tests=tuple(CodeTest(assert_code=f"assert rotate({xs}) == {rotate(xs)}") for xs in cases),
     )
 
 
@@ -81,7 +83,7 @@ def _reverse_words(rng: random.Random) -> Task:
                 f"and prints the words in reverse order, separated by {shown}."),
         reference=f"words = input().split({sep!r})\nprint({sep!r}.join(reversed(words)))\n",
         task_type="code", difficulty=3,
-        tests=tuple({"input": sep.join(ws) + "\n", "output": sep.join(reversed(ws)) + "\n"} for ws in cases),
+        tests=tuple(CodeTest(sep.join(ws) + "\n", sep.join(reversed(ws)) + "\n") for ws in cases),
     )
 
 
@@ -102,7 +104,7 @@ def _fizz(rng: random.Random) -> Task:
                    f"        elif i % {b} == 0:\n            out.append('Buzz')\n"
                    f"        else:\n            out.append(str(i))\n    return out\n"),
         task_type="code", difficulty=4,
-        tests=tuple({"assert": f"assert fizz({n}) == {fizz(n)}"} for n in ns),
+        tests=tuple(CodeTest(assert_code=f"assert fizz({n}) == {fizz(n)}") for n in ns),
     )
 
 
@@ -128,7 +130,7 @@ def _longest_run(rng: random.Random) -> Task:
                    f"for i in range(1, n):\n    run = run + 1 if {diff} >= {gap} else 1\n    best = max(best, run)\n"
                    "print(best)\n"),
         task_type="code", difficulty=5,
-        tests=tuple({"input": f"{len(xs)}\n{' '.join(map(str, xs))}\n", "output": f"{longest(xs)}\n"} for xs in cases),
+        tests=tuple(CodeTest(f"{len(xs)}\n{' '.join(map(str, xs))}\n", f"{longest(xs)}\n") for xs in cases),
     )
 
 
@@ -167,34 +169,15 @@ def generate_code_tasks(count: int, levels: Sequence[int] = LEVELS, split: str =
     return out
 
 
-def run_tests(source: str, tests: Sequence[Mapping[str, str]], timeout: float = 5.0) -> list[bool]:
-    """Runs ``source`` against each test in a fresh Python process; True where the test passed.
+def run_tests(source: str, tests: Sequence[CodeTest | Mapping[str, Any]],
+              limits: SandboxLimits | None = None) -> list[bool]:
+    """Runs ``source`` against each test in one run of MARS's sandbox; True where the test passed.
 
-    Assert tests run the source then the statement; stdin/stdout tests feed ``input`` and compare
-    stdout with ``output`` (trailing whitespace ignored). Untrusted code: run it in a sandbox.
+    The same runner and verdicts as the code reward (:meth:`CodeVerifier.run_tests`): assert tests
+    run the statements after the source, stdin/stdout tests compare the output (trailing spaces
+    ignored); ``limits`` (default :class:`SandboxLimits`) bound the run, ``test_seconds`` per test.
     """
-    if not isinstance(source, str):
-        raise TypeError(f"source: expected str, got {type(source).__name__}")
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ValueError(f"timeout: expected a positive number, got {timeout!r}")
-    results = []
-    with tempfile.TemporaryDirectory() as folder:
-        for test in tests:
-            script = Path(folder) / "solution.py"
-            stdin = ""
-            if "assert" in test:
-                script.write_text(source + "\n" + test["assert"] + "\n")
-            else:
-                script.write_text(source)
-                stdin = test["input"]
-            try:
-                done = subprocess.run([sys.executable, "-I", str(script)], input=stdin, capture_output=True,
-                                      text=True, timeout=timeout, cwd=folder)
-            except subprocess.TimeoutExpired:
-                results.append(False)
-                continue
-            ok = done.returncode == 0
-            if ok and "output" in test:
-                ok = done.stdout.rstrip() == test["output"].rstrip()
-            results.append(ok)
-    return results
+    if limits is not None and not isinstance(limits, SandboxLimits):
+        raise TypeError(f"limits: expected SandboxLimits, got {type(limits).__name__}")
+    verifier = CodeVerifier(CodeConfig(workers=1, limits=limits or SandboxLimits()))
+    return [not failure for failure in verifier.run_tests(source, tests)]

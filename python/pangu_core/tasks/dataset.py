@@ -13,10 +13,15 @@ Each JSONL line is one object with these fields:
 ``id`` (str, optional)
     A stable identifier; derived from the content when missing.
 ``tests`` (list of objects, optional, code only)
-    Each ``{"input": str, "output": str}`` (stdin/stdout style) or ``{"assert": str}`` (a Python
-    statement run after the solution).
+    Each a :class:`pangu_core.rewards.CodeTest` mapping, the schema MARS's code source runs in its
+    sandbox: ``{"stdin": str, "expected_stdout": str}`` (stdin/stdout style) and/or
+    ``{"assert_code": str}`` (Python statements run after the solution). Files written before this
+    schema, with ``{"input": str, "output": str}`` or ``{"assert": str}``, are still read.
 ``meta`` (object, optional)
     Anything else, kept as is (for generated math: the arithmetic ``expression``).
+
+:meth:`Task.to_sample` turns a task and a model response into a :class:`pangu_core.rewards.Sample`,
+so MARS scores generated and imported tasks alike.
 
 A GSM8K-style file maps ``question`` -> ``prompt`` and the text after ``####`` -> ``reference``;
 :func:`read_jsonl` does that mapping when asked with ``field_map``.
@@ -31,6 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pangu_core.config import ConfigError
+from pangu_core.rewards.code import coerce_tests
+from pangu_core.rewards.types import CodeTest, Sample
+
 TASK_TYPES = ("math", "code")
 MIN_DIFFICULTY, MAX_DIFFICULTY = 1, 5
 
@@ -44,7 +53,7 @@ class Task:
     task_type: str = "math"
     difficulty: int = 3
     id: str = ""
-    tests: tuple[Mapping[str, str], ...] = ()
+    tests: tuple[CodeTest, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,15 +68,18 @@ class Task:
             MIN_DIFFICULTY <= self.difficulty <= MAX_DIFFICULTY
         ):
             problems.append(f"difficulty: expected an int in [{MIN_DIFFICULTY}, {MAX_DIFFICULTY}], got {self.difficulty!r}")
-        for i, test in enumerate(self.tests):
-            if not isinstance(test, Mapping) or not (set(test) == {"input", "output"} or set(test) == {"assert"}):
-                problems.append(f"tests[{i}]: expected {{'input', 'output'}} or {{'assert'}}, got {test!r}")
+        try:
+            tests = coerce_tests(self.tests)
+        except ConfigError as error:
+            problems.extend(error.problems)
+        except TypeError as error:
+            problems.append(str(error))
         if problems:
             raise ValueError("invalid Task: " + "; ".join(problems))
         if not self.id:
             digest = hashlib.sha1(f"{self.task_type}\0{self.prompt}".encode()).hexdigest()[:12]
             object.__setattr__(self, "id", f"{self.task_type}-{digest}")
-        object.__setattr__(self, "tests", tuple(dict(t) for t in self.tests))
+        object.__setattr__(self, "tests", tests)
         object.__setattr__(self, "meta", dict(self.meta))
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +92,7 @@ class Task:
             "difficulty": self.difficulty,
         }
         if self.tests:
-            record["tests"] = [dict(t) for t in self.tests]
+            record["tests"] = [t.to_dict() for t in self.tests]
         if self.meta:
             record["meta"] = dict(self.meta)
         return record
@@ -104,9 +116,32 @@ class Task:
             task_type=record.get("task_type", "math"),
             difficulty=record.get("difficulty", 3),
             id=record.get("id", ""),
-            tests=tuple(record.get("tests", ())),
+            tests=_read_tests(record.get("tests", ())),
             meta=record.get("meta", {}),
         )
+
+
+    def to_sample(self, response: str, mode: str = "slow") -> Sample:
+        """A MARS sample of ``response`` to this task: the reference answer (math) or the tests (code)."""
+        if self.task_type == "code" and not self.tests:
+            raise ValueError(f"task {self.id}: a code task needs tests to be scored")
+        reference = self.tests if self.task_type == "code" else self.reference
+        return Sample(self.task_type, self.prompt, response, reference, mode)
+
+
+# Test fields of files written before tests were CodeTest mappings.
+_OLD_TEST_FIELDS = {"input": "stdin", "output": "expected_stdout", "assert": "assert_code"}
+
+
+def _read_tests(tests: Any) -> Any:
+    """A record's tests, with tests in the old form ({"input", "output"} or {"assert"}) renamed."""
+    if not isinstance(tests, list):
+        return tests
+    def renamed(test: Any) -> Any:
+        if isinstance(test, Mapping) and test.keys() <= _OLD_TEST_FIELDS.keys():
+            return {_OLD_TEST_FIELDS[key]: value for key, value in test.items()}
+        return test
+    return tuple(renamed(test) for test in tests)
 
 
 def write_jsonl(tasks: Iterable[Task], path: str | Path) -> int:
