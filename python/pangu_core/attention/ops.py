@@ -5,7 +5,7 @@
 layout (total, heads, head_dim) with cu_seqlens offsets. The forward ops return the output and the
 natural-log log-sum-exp (float32) that the backward recomputes from. Because the ops have fake
 (meta) kernels they trace under torch.compile; because autograd is registered they train.
-Arguments are validated by :mod:`pangu_core.attention` before they reach these ops.
+Arguments are validated by :mod:`pangu_core.attention.dispatch` before they reach these ops.
 """
 
 from __future__ import annotations

@@ -1,14 +1,24 @@
-"""Fused attention for every device: our C++ kernels on CPU, torch SDPA on CUDA, torch_npu on NPU.
+"""Attention dispatch: checks the arguments once, picks a backend for the tensors' device, runs it.
 
 Layouts follow torch SDPA: q (batch, heads, q_len, head_dim), k and v (batch, kv_heads, k_len,
 head_dim) with heads a multiple of kv_heads (grouped-query / multi-query attention without copying
 K/V). :func:`attention_varlen` takes packed sequences (total, heads, head_dim) with cu_seqlens
-offsets. Causal masking aligns the last query with the last key (bottom-right), so decoding one
-token against a KV cache is ``attention(q, k_cache, v_cache, causal=True, kv_lens=lens)``.
+offsets. Inputs are float32, float16 or bfloat16; head_dim 1-256.
 
-Backends sit in a registry keyed by name ("cpu", "sdpa", "npu"). The device picks one (cpu ->
-"cpu", cuda -> "sdpa", npu -> "npu") unless forced with :func:`set_backend`, :func:`use_backend`
-or the PANGU_ATTENTION_BACKEND environment variable; an unknown name lists the known ones.
+Masking (the same on every backend; :func:`pangu_core.attention.visibility_mask` builds it). In a
+sequence with L valid keys (k_len, or kv_lens[b]) and q_len queries, query i sits at key position
+pos = L - q_len + i, so causal masking aligns the last query with the last key (bottom-right, as
+flash-attention and a KV cache do) and decoding one token against a cache is
+``attention(q, k_cache, v_cache, causal=True, kv_lens=lens)``. Key j is visible to query i when
+j < L, and j <= pos if ``causal``, and j > pos - window if ``window`` is given. The window only
+bounds keys *before* the query: with ``causal=False`` every key after pos stays visible (the window
+is one-sided, not symmetric). A query that sees no key gets a zero output row.
+
+Backends sit in :mod:`pangu_core.attention.registry` ("cpu", "sdpa", "npu", and any registered
+later). The choice for a call is, in order: the name forced with :func:`set_backend` or
+:func:`use_backend`; the PANGU_ATTENTION_BACKEND environment variable; by device (cpu -> "cpu",
+cuda -> "sdpa", npu -> "npu"). An unknown name lists the known ones; a backend that does not run on
+the tensors' device is refused.
 """
 
 from __future__ import annotations
@@ -16,60 +26,27 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Iterator
 
 import torch
 
-from pangu_core.tensors import FLOAT_DTYPES, check_tensor
+from pangu_core.attention import builtin as _builtin  # noqa: F401  (registers "cpu", "sdpa", "npu")
+from pangu_core.attention.ops import attention_varlen_forward
+from pangu_core.attention.registry import Backend, get_backend
+from pangu_core.tensors import FLOAT_DTYPES, check_tensor, dtype_name
 
 ENV_VAR = "PANGU_ATTENTION_BACKEND"
 MAX_HEAD_DIM = 256
 DEFAULT_BACKEND_FOR_DEVICE = {"cpu": "cpu", "cuda": "sdpa", "npu": "npu"}
 
-
-class BackendFn(Protocol):
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, scale: float,
-                 window: int, kv_lens: torch.Tensor | None) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A named attention implementation and the device kinds it runs on."""
-
-    name: str
-    devices: tuple[str, ...]
-    fn: BackendFn
-    description: str = ""
-
-
-_REGISTRY: dict[str, Backend] = {}
 _forced: str | None = None
 
 
-def register_backend(name: str, devices: tuple[str, ...], fn: BackendFn, description: str = "") -> None:
-    """Adds (or replaces) the backend ``name`` that runs on ``devices`` ("cpu", "cuda", "npu")."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name: expected a non-empty str, got {name!r}")
-    _REGISTRY[name] = Backend(name, tuple(devices), fn, description)
-
-
-def backends() -> dict[str, Backend]:
-    """Every registered backend by name."""
-    return dict(_REGISTRY)
-
-
-def _lookup(name: str, source: str) -> Backend:
-    if name not in _REGISTRY:
-        raise ValueError(f"{source}: unknown attention backend {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
 def set_backend(name: str | None) -> None:
-    """Forces every call to use backend ``name`` (None restores choice by device)."""
+    """Forces every call to use backend ``name`` (None restores the choice by env var or device)."""
     global _forced
     if name is not None:
-        _lookup(name, "name")
+        get_backend(name, "name")
     _forced = name
 
 
@@ -90,11 +67,11 @@ def backend_for(device: torch.device | str) -> Backend:
     # A plain string so "npu" works even where torch_npu has not registered the device type.
     kind = device.type if isinstance(device, torch.device) else str(device).partition(":")[0]
     if _forced is not None:
-        backend = _lookup(_forced, "set_backend")
+        backend = get_backend(_forced, "set_backend")
     elif os.environ.get(ENV_VAR):
-        backend = _lookup(os.environ[ENV_VAR], ENV_VAR)
+        backend = get_backend(os.environ[ENV_VAR], ENV_VAR)
     elif kind in DEFAULT_BACKEND_FOR_DEVICE:
-        backend = _lookup(DEFAULT_BACKEND_FOR_DEVICE[kind], "device")
+        backend = get_backend(DEFAULT_BACKEND_FOR_DEVICE[kind], "device")
     else:
         raise ValueError(f"q: no attention backend for device type {kind!r}; supported: cpu, cuda, npu")
     if kind not in backend.devices:
@@ -113,8 +90,7 @@ def _check_common(q, k, v, qkv_ndim: int) -> None:
     check_tensor(v, "v", ndim=qkv_ndim, device=None)
     for name, x in (("k", k), ("v", v)):
         if x.dtype != q.dtype:
-            raise TypeError(f"{name}: expected {str(q.dtype).removeprefix('torch.')} like q, "
-                            f"got {str(x.dtype).removeprefix('torch.')}")
+            raise TypeError(f"{name}: expected {dtype_name(q.dtype)} like q, got {dtype_name(x.dtype)}")
         if x.device != q.device:
             raise ValueError(f"{name}: expected a tensor on {q.device} like q, got one on {x.device}")
     if v.shape != k.shape:
@@ -154,6 +130,20 @@ def _check_lengths(t, name: str, size: int, bound: int, device) -> torch.Tensor:
     return t
 
 
+def _check_offsets(cu: torch.Tensor, name: str, rows: int) -> list[int]:
+    """The offsets as ints after the checks the C++ kernel makes on its own path (same messages)."""
+    offsets = [int(x) for x in cu.tolist()]
+    if offsets[0] != 0:
+        raise ValueError(f"{name}: expected to start at 0, got {offsets[0]}")
+    for index in range(1, len(offsets)):
+        if offsets[index] < offsets[index - 1]:
+            raise ValueError(f"{name}: expected non-decreasing offsets, got {offsets[index - 1]} then "
+                             f"{offsets[index]} at index {index}")
+    if offsets[-1] > rows:
+        raise ValueError(f"{name}: last offset {offsets[-1]} exceeds the {rows} rows available")
+    return offsets
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, scale: float | None = None,
               window: int | None = None, kv_lens: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(scale * q k^T + mask) v for padded batches.
@@ -161,9 +151,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     Shapes: q (batch, heads, q_len, head_dim); k, v (batch, kv_heads, k_len, head_dim) with heads %
     kv_heads == 0; returns (batch, heads, q_len, head_dim) in q's dtype. ``kv_lens`` (batch,) int
     limits each sequence's keys to its first kv_lens[b] (ragged KV caches); ``causal`` aligns the
-    last query with the last valid key; ``window`` keeps only the last ``window`` keys up to each
-    query's position. Queries that see no key give zero rows. ``scale`` defaults to 1/sqrt(head_dim).
-    Differentiable on the "cpu" and "sdpa" backends.
+    last query with the last valid key (query i at position pos = L - q_len + i sees keys j <= pos);
+    ``window`` (an int >= 1) hides keys j <= pos - window, i.e. keeps the last ``window`` keys up to
+    pos when causal; without ``causal`` the keys after pos stay visible (one-sided, not symmetric).
+    Queries that see no key give zero rows. ``scale`` defaults to 1/sqrt(head_dim). Differentiable
+    on the "cpu" and "sdpa" backends.
     """
     _check_common(q, k, v, 4)
     if k.shape[0] != q.shape[0]:
@@ -199,7 +191,7 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     q (total_q, heads, head_dim), k and v (total_k, kv_heads, head_dim); sequence b owns query rows
     cu_seqlens_q[b]:cu_seqlens_q[b+1] and key rows cu_seqlens_k[b]:cu_seqlens_k[b+1] (int32/int64,
     batch + 1 entries starting at 0). Returns (total_q, heads, head_dim). Runs our kernel on CPU;
-    other devices run the registered backend per sequence.
+    other devices run the chosen backend per sequence. Masking as in :func:`attention`, per sequence.
     """
     _check_common(q, k, v, 3)
     if not isinstance(causal, bool):
@@ -212,12 +204,10 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     _check_lengths(cu_seqlens_k, "cu_seqlens_k", cu_seqlens_q.shape[0], k.shape[0], cu_seqlens_q.device)
     backend = backend_for(q.device)
     if backend.name == "cpu":
-        from pangu_core import attention_ops
-
-        return attention_ops.attention_varlen_forward(q, k, v, cu_seqlens_q.cpu(), cu_seqlens_k.cpu(), causal, scale,
-                                                      window)[0]
+        return attention_varlen_forward(q, k, v, cu_seqlens_q.cpu(), cu_seqlens_k.cpu(), causal, scale, window)[0]
+    cq = _check_offsets(cu_seqlens_q, "cu_seqlens_q", q.shape[0])
+    ck = _check_offsets(cu_seqlens_k, "cu_seqlens_k", k.shape[0])
     out = torch.zeros_like(q)
-    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
     for b in range(len(cq) - 1):
         if cq[b + 1] == cq[b]:
             continue
@@ -229,64 +219,7 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Backends
 
 
-def _cpu_backend(q, k, v, *, causal, scale, window, kv_lens):
-    from pangu_core import attention_ops
-
-    if kv_lens is not None:
-        kv_lens = kv_lens.to(torch.int64)
-    return attention_ops.attention_forward(q, k, v, kv_lens, causal, scale, window)[0]
-
-
-def visibility_mask(q_len: int, k_len: int, *, causal: bool, window: int = 0, kv_lens: torch.Tensor | None = None,
-                    batch: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Boolean (batch, 1, q_len, k_len) mask, True where a key is visible (bottom-right causal)."""
-    lens = (torch.full((batch,), k_len, dtype=torch.int64, device=device) if kv_lens is None
-            else kv_lens.to(device=device, dtype=torch.int64))
-    j = torch.arange(k_len, device=device).view(1, 1, k_len)
-    pos = (lens.view(-1, 1, 1) - q_len) + torch.arange(q_len, device=device).view(1, q_len, 1)
-    mask = j < lens.view(-1, 1, 1)
-    if causal:
-        mask = mask & (j <= pos)
-    if window > 0:
-        mask = mask & (j > pos - window)
-    return mask.unsqueeze(1)
-
-
-def _sdpa_backend(q, k, v, *, causal, scale, window, kv_lens):
-    group = q.shape[1] // k.shape[1]
-    if group > 1:
-        k = k.repeat_interleave(group, dim=1)
-        v = v.repeat_interleave(group, dim=1)
-    q_len, k_len = q.shape[2], k.shape[2]
-    if kv_lens is None and window == 0 and (not causal or q_len == k_len):
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
-    mask = visibility_mask(q_len, k_len, causal=causal, window=window, kv_lens=kv_lens, batch=q.shape[0],
-                           device=q.device)
-    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    # SDPA gives NaN rows where a query sees nothing; our contract is zeros.
-    return torch.where(mask.any(-1, keepdim=True), out, torch.zeros((), dtype=out.dtype, device=out.device))
-
-
-def _npu_backend(q, k, v, *, causal, scale, window, kv_lens):
-    from pangu_core import npu_attention
-
-    if not npu_attention.is_available():
-        raise RuntimeError("q: the npu attention backend needs torch_npu and an Ascend NPU, which are not available")
-    if window:
-        raise ValueError("window: sliding windows are not supported by the npu attention backend")
-    training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    return npu_attention.attention_bnsd(q, k, v, causal=causal, scale=scale, training=training, kv_lens=kv_lens)
-
-
-register_backend("cpu", ("cpu",), _cpu_backend, "pangu_core C++ flash attention (scalar/AVX2/AVX-512 dispatch)")
-register_backend("sdpa", ("cpu", "cuda", "npu"), _sdpa_backend, "torch.nn.functional.scaled_dot_product_attention")
-register_backend("npu", ("npu",), _npu_backend, "torch_npu fused operators or our Ascend C kernels")
-
-__all__ = [
-    "Backend", "attention", "attention_varlen", "backend_for", "backends", "decode", "register_backend",
-    "set_backend", "use_backend", "visibility_mask",
-]
+__all__ = ["DEFAULT_BACKEND_FOR_DEVICE", "ENV_VAR", "MAX_HEAD_DIM", "attention", "attention_varlen", "backend_for",
+           "decode", "set_backend", "use_backend"]

@@ -12,7 +12,7 @@ per-core schedule, and :func:`simulate` runs that schedule on the CPU in float32
 updates its online softmax; CI tests both against torch SDPA.
 
 Conventions: q (batch, heads, q_len, head_dim), k and v (batch, kv_heads, kv_len, head_dim), heads a
-multiple of kv_heads (GQA). Causal masks align the last query with the last key: query i of a
+multiple of kv_heads (GQA); no sliding window. Causal masks align the last query with the last key: query i of a
 sequence with kv length L sees keys 0 .. L - q_len + i. ``kv_lens`` (int, one per batch entry) marks
 the real cache length of each sequence in a padded batch. Rows that see no key come out as zeros.
 """
@@ -28,8 +28,9 @@ from typing import Any, Callable
 import torch
 
 from pangu_core import _core, device
-from pangu_core.config import FromMapping
-from pangu_core.tensors import FLOAT_DTYPES, check_tensor
+from pangu_core.attention.mask import visibility_mask
+from pangu_core.config import Config, expect, is_number
+from pangu_core.tensors import FLOAT_DTYPES, check_tensor, dtype_name, element_size
 
 ENV_VAR = "PANGU_NPU_ATTENTION"
 # torch_npu's compressed causal mask: the operators read a fixed 2048 x 2048 upper triangle.
@@ -40,29 +41,32 @@ _INT_DTYPES = (torch.int32, torch.int64)
 
 
 @dataclass(frozen=True)
-class AscendHardware(FromMapping):
+class AscendHardware(Config):
     """On-chip buffer sizes (bytes) and vector core count the tiling plans for.
 
     Defaults are the Atlas A2 (Ascend 910B) AI Core: 192 KiB UB, 512 KiB L1, 64 KiB L0A and L0B,
     128 KiB L0C, 48 vector cores.
     """
 
+    # Unified buffer (vector unit scratch), bytes.
     ub_bytes: int = 192 * 1024
+    # L1 buffer (staging for the cube unit), bytes.
     l1_bytes: int = 512 * 1024
+    # L0A / L0B: the cube unit's left and right operand buffers, bytes.
     l0a_bytes: int = 64 * 1024
     l0b_bytes: int = 64 * 1024
+    # L0C: the cube unit's accumulator buffer, bytes.
     l0c_bytes: int = 128 * 1024
+    # AI cores the schedule spreads its work units over.
     num_cores: int = 48
 
-    def __post_init__(self) -> None:
-        problems = []
+    def validate(self) -> list[str]:
+        problems: list[str] = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"{f.name}: expected a positive int, got {value!r}")
-        if problems:
-            raise ValueError("AscendHardware: " + "; ".join(problems))
-
+            if is_number(value):  # a wrong type is already reported by the field check
+                expect(problems, value >= 1, f.name, "a positive int", value)
+        return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,8 +80,7 @@ def _check_bnsd(q: object, k: object, v: object, kv_lens: object, where: str | N
     v = check_tensor(v, "v", dtypes=FLOAT_DTYPES, ndim=4, device=where)
     for name, t in (("k", k), ("v", v)):
         if t.dtype != q.dtype:
-            raise TypeError(f"{name}: expected {str(q.dtype).removeprefix('torch.')} like q, "
-                            f"got {str(t.dtype).removeprefix('torch.')}")
+            raise TypeError(f"{name}: expected {dtype_name(q.dtype)} like q, got {dtype_name(t.dtype)}")
         if t.device != q.device:
             raise ValueError(f"{name}: expected a tensor on {q.device} like q, got one on {t.device}")
     batch, heads, _, head_dim = q.shape
@@ -122,15 +125,11 @@ def visible_key_mask(q_len: int, kv_len: int, kv_lens: list[int] | None, causal:
                      device_: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean (batch, 1, q_len, kv_len) mask, True where query i may see key j.
 
-    Bottom-right causal alignment per sequence: j <= L - q_len + i with L its kv length.
+    Bottom-right causal alignment per sequence: j <= L - q_len + i with L its kv length
+    (:func:`pangu_core.attention.visibility_mask` with kv_lens as a list and no window).
     """
-    lens = torch.tensor(kv_lens if kv_lens is not None else [kv_len] * batch, device=device_).view(batch, 1, 1, 1)
-    j = torch.arange(kv_len, device=device_).view(1, 1, 1, kv_len)
-    i = torch.arange(q_len, device=device_).view(1, 1, q_len, 1)
-    mask = j < lens
-    if causal:
-        mask = mask & (j <= lens - q_len + i)
-    return mask
+    lens = None if kv_lens is None else torch.tensor(kv_lens, dtype=torch.int64)
+    return visibility_mask(q_len, kv_len, causal=causal, kv_lens=lens, batch=batch, device=device_)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +292,7 @@ def plan_tiling(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, 
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     causal = _check_flag(causal, "causal")
-    elem_bytes = torch.empty(0, dtype=dtype).element_size()
+    elem_bytes = element_size(dtype)
     lens = None if kv_lens is None else [int(x) for x in kv_lens]
     return dict(_core.ascend.plan(batch, heads, kv_heads, q_len, kv_len, head_dim, causal, lens, elem_bytes,
                                   **asdict(hw)))

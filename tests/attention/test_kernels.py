@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
 import torch
+from attention_reference import reference, reference_varlen
 
 import pangu_core
 from pangu_core import attention as attn
 
-_spec = importlib.util.spec_from_file_location("attention_reference", pathlib.Path(__file__).with_name("attention_reference.py"))
-ref_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ref_mod)
-reference, reference_varlen = ref_mod.reference, ref_mod.reference_varlen
 
 ISAS = pangu_core.available_isas()
 
@@ -88,6 +82,24 @@ def test_sliding_window(isa, window):
     q, k, v = _qkv(1, 4, 2, 70, 150, 64, seed=5)
     out = attn.attention(q, k, v, causal=True, window=window)
     assert _max_err(out, reference(q, k, v, causal=True, window=window)) < 2e-5
+
+
+@pytest.mark.parametrize("window", [1, 9, 300])
+def test_window_without_causal_keeps_later_keys(isa, window):
+    # Invariant: without causal the window bounds only keys before the query's position
+    # (pos = k_len - q_len + i): keys after it stay visible, on every dispatch path.
+    q, k, v = _qkv(2, 4, 2, 41, 97, 59, seed=15)
+    out = attn.attention(q, k, v, causal=False, window=window)
+    assert _max_err(out, reference(q, k, v, causal=False, window=window)) < 2e-5
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_window_with_ragged_cache_lengths(isa, causal):
+    # Invariant: windows count back from each sequence's own last key (kv_lens[b]), not from k_len.
+    lens = torch.tensor([97, 40, 3], dtype=torch.int64)
+    q, k, v = _qkv(3, 4, 1, 5, 97, 64, seed=16)
+    out = attn.attention(q, k, v, causal=causal, window=7, kv_lens=lens)
+    assert _max_err(out, reference(q, k, v, causal=causal, window=7, kv_lens=lens)) < 2e-5
 
 
 def test_custom_scale_and_strided_inputs():

@@ -1,19 +1,20 @@
 """Registers pangu_core attention with transformers as ``attn_implementation="pangu"``.
 
-After :func:`register` (called on import of this module), Llama/Qwen2-family models (grouped-query
-attention, q/k/v/o bias as in openPangu-Embedded) load with
-``AutoModelForCausalLM.from_config(config, attn_implementation="pangu")``. Masks are prepared the
-way transformers does for flash attention: None for plain causal batches, or the 2-D padding mask,
-which is turned into packed variable-length sequences. Generation with a KV cache therefore calls
-the same bottom-right-causal kernel with one query per sequence, which on CPU splits long caches
-across threads (the decode path). Other devices dispatch through :mod:`pangu_core.attention`.
+Importing this module registers it, as does :func:`pangu_core.attention.register_transformers`.
+Then Llama/Qwen2-family models (grouped-query attention, q/k/v/o bias as in openPangu-Embedded) load
+with ``AutoModelForCausalLM.from_config(config, attn_implementation="pangu")``. Masks are prepared
+the way transformers does for flash attention: None for plain causal batches, or the 2-D padding
+mask, which is turned into packed variable-length sequences. Generation with a KV cache therefore
+calls the same bottom-right-causal kernel with one query per sequence, which on CPU splits long
+caches across threads (the decode path). Other devices go through the same dispatch
+(:mod:`pangu_core.attention.dispatch`): SDPA on CUDA, torch_npu on NPU.
 """
 
 from __future__ import annotations
 
 import torch
 
-from pangu_core import attention as attn
+from pangu_core.attention.dispatch import attention, attention_varlen
 
 NAME = "pangu"
 
@@ -52,7 +53,7 @@ def pangu_attention_forward(
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     batch, heads, q_len, dim = query.shape
     if attention_mask is None:
-        out = attn.attention(query, key, value, causal=causal, scale=scaling, window=sliding_window)
+        out = attention(query, key, value, causal=causal, scale=scaling, window=sliding_window)
         return out.transpose(1, 2).contiguous(), None
     if attention_mask.dim() != 2:
         raise ValueError(
@@ -65,8 +66,8 @@ def pangu_attention_forward(
     q_packed, q_index, cu_q = _unpad(query, q_mask)
     k_packed, _, cu_k = _unpad(key, mask)
     v_packed, _, _ = _unpad(value, mask)
-    packed = attn.attention_varlen(q_packed, k_packed, v_packed, cu_q, cu_k, causal=causal, scale=scaling,
-                                   window=sliding_window)
+    packed = attention_varlen(q_packed, k_packed, v_packed, cu_q, cu_k, causal=causal, scale=scaling,
+                              window=sliding_window)
     out = torch.zeros(batch * q_len, heads, dim, dtype=packed.dtype, device=packed.device)
     out = out.index_copy(0, q_index, packed)
     return out.view(batch, q_len, heads, dim), None

@@ -8,7 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-import pangu_core.attention_transformers  # noqa: F401  (registers "pangu")
+from pangu_core import attention as attn
+
+attn.register_transformers()  # makes attn_implementation="pangu" known to transformers
 
 
 def _configs():
@@ -93,3 +95,20 @@ def test_dropout_in_training_is_rejected():
     pangu.train()
     with pytest.raises(ValueError, match="dropout"):
         pangu(torch.randint(1, 96, (1, 5)))
+
+
+def test_registration_is_idempotent_and_importing_registers():
+    # Invariant: registering again (by the function or by importing the module) keeps one working
+    # "pangu" entry pointing at our attention function.
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    from pangu_core.attention import transformers_integration
+
+    attn.register_transformers()
+    transformers_integration.register()
+    assert AttentionInterface()["pangu"] is transformers_integration.pangu_attention_forward
+    assert "pangu" in ALL_MASK_ATTENTION_FUNCTIONS
+    _, pangu = _pair(_configs()["llama-mha"])
+    with torch.no_grad():
+        assert torch.isfinite(pangu(torch.randint(1, 96, (1, 6))).logits).all()

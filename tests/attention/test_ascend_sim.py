@@ -8,15 +8,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from attention_reference import reference_mask
 
-from pangu_core.npu_attention import AscendHardware, plan_tiling, simulate, visible_key_mask
+from pangu_core.attention.npu import AscendHardware, plan_tiling, simulate
 
 
 def _reference64(q, k, v, causal: bool, scale: float, kv_lens: list[int] | None) -> torch.Tensor:
     """Float64 attention; rows that see no key are zeros."""
     group = q.shape[1] // k.shape[1]
     q64, k64, v64 = q.double(), k.double().repeat_interleave(group, 1), v.double().repeat_interleave(group, 1)
-    mask = visible_key_mask(q.shape[2], k.shape[2], kv_lens, causal, q.shape[0])
+    mask = reference_mask(q.shape[0], q.shape[2], k.shape[2], causal=causal, kv_lens=kv_lens)
     scores = (q64 @ k64.transpose(-1, -2)) * scale
     scores = scores.masked_fill(~mask, float("-inf"))
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
@@ -25,7 +26,7 @@ def _reference64(q, k, v, causal: bool, scale: float, kv_lens: list[int] | None)
 
 def _sdpa(q, k, v, causal: bool, scale: float, kv_lens: list[int] | None) -> torch.Tensor:
     group = q.shape[1] // k.shape[1]
-    mask = visible_key_mask(q.shape[2], k.shape[2], kv_lens, causal, q.shape[0])
+    mask = reference_mask(q.shape[0], q.shape[2], k.shape[2], causal=causal, kv_lens=kv_lens)
     return F.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1),
                                           attn_mask=mask, scale=scale)
 

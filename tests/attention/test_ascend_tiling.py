@@ -13,8 +13,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pangu_core import npu_attention
-from pangu_core.npu_attention import AscendHardware, plan_tiling
+from pangu_core.attention import npu as npu_attention
+from pangu_core.config import ConfigError
+from pangu_core.attention.npu import AscendHardware, plan_tiling
 
 
 def _round32(x: int) -> int:
@@ -157,12 +158,27 @@ def test_plan_hardware_errors() -> None:
         plan_tiling(1, 1, 1, 1, 1, 64, hardware=AscendHardware(num_cores=500))
     with pytest.raises(ValueError, match="no tile fits the on-chip buffers"):
         plan_tiling(1, 64, 1, 1, 1, 256, hardware=AscendHardware(ub_bytes=32 * 1024))
-    with pytest.raises(ValueError) as err:
+
+
+# AscendHardware is a typed config: every problem at once, unknown keys listed, round trip.
+def test_hardware_config_errors_and_round_trip(tmp_path) -> None:
+    with pytest.raises(ConfigError) as err:
         AscendHardware(ub_bytes=0, num_cores=-1)
-    assert "ub_bytes" in str(err.value) and "num_cores" in str(err.value)
-    with pytest.raises(ValueError, match="unknown keys \\['ub'\\]"):
+    assert err.value.problems == ["ub_bytes: expected a positive int, got 0", "num_cores: expected a positive int, got -1"]
+    with pytest.raises(ConfigError, match="l1_bytes: expected an int, got 1.5"):
+        AscendHardware(l1_bytes=1.5)
+    with pytest.raises(ConfigError, match="num_cores: expected an int, got True"):
+        AscendHardware(num_cores=True)
+    with pytest.raises(ConfigError, match="ub: unknown key; known: ub_bytes, l1_bytes, l0a_bytes"):
         AscendHardware.from_dict({"ub": 1})
-    assert AscendHardware.from_dict({"num_cores": 20}).num_cores == 20
+    hw = AscendHardware.from_dict({"num_cores": 20})
+    assert hw.num_cores == 20 and AscendHardware.from_dict(hw.to_dict()) == hw
+    path = tmp_path / "hw.yaml"
+    hw.to_yaml(path)
+    assert AscendHardware.from_yaml(path) == hw
+    path.write_text("ub_bytes: -4\n")
+    with pytest.raises(ConfigError, match="hw.yaml:1: ub_bytes: expected a positive int, got -4"):
+        AscendHardware.from_yaml(path)
 
 
 def test_plan_type_errors() -> None:
@@ -178,7 +194,7 @@ def test_plan_type_errors() -> None:
 def test_defaults_agree() -> None:
     from pangu_core import _core
 
-    assert dict(_core.ascend.ATLAS_A2_DEFAULTS) == npu_attention.asdict(AscendHardware())
+    assert dict(_core.ascend.ATLAS_A2_DEFAULTS) == AscendHardware().to_dict()
 
 
 # Unit decoding is exhaustive over small grids: no two units describe the same rows.

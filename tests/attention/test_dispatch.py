@@ -1,7 +1,9 @@
-"""Attention backend choice and front-door errors, with CUDA and NPU absent."""
+"""Attention backend registry and choice, front-door errors and the package's import structure,
+with CUDA and NPU absent."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 
 from pangu_core import _core
 from pangu_core import attention as attn
+from pangu_core.attention import registry
 
 
 def _qkv(q_len=5, k_len=5, dtype=torch.float32):
@@ -64,18 +67,15 @@ def test_npu_backend_without_npu_is_a_clear_error():
 
 
 def _install_fake_npu_module(monkeypatch, fake):
-    # `from pangu_core import npu_attention` reads the package attribute first, so patch both.
-    import pangu_core
-
-    monkeypatch.setitem(sys.modules, "pangu_core.npu_attention", fake)
-    monkeypatch.setattr(pangu_core, "npu_attention", fake, raising=False)
+    # The npu backend imports pangu_core.attention.npu by its module name on each call.
+    monkeypatch.setitem(sys.modules, "pangu_core.attention.npu", fake)
 
 
 def test_npu_backend_reports_missing_torch_npu(monkeypatch):
     # Invariant: with tensors claimed to be on an NPU but no NPU stack, the backend says what is missing.
     import types
 
-    fake = types.ModuleType("pangu_core.npu_attention")
+    fake = types.ModuleType("pangu_core.attention.npu")
     fake.is_available = lambda: False
     _install_fake_npu_module(monkeypatch, fake)
     q, k, v = _qkv()
@@ -88,7 +88,7 @@ def test_npu_backend_passes_the_contract_arguments(monkeypatch):
     import types
 
     seen = {}
-    fake = types.ModuleType("pangu_core.npu_attention")
+    fake = types.ModuleType("pangu_core.attention.npu")
     fake.is_available = lambda: True
 
     def attention_bnsd(q, k, v, *, causal, scale, training, kv_lens=None):
@@ -152,3 +152,93 @@ def test_core_checks_name_the_argument():
         _core.attention.forward(q, k.bfloat16(), v, torch.empty_like(q), None, None, None, None, False, 0.125, 0)
     with pytest.raises(ValueError, match="q: expected the last"):
         _core.attention.forward(q.transpose(2, 3), k, v, torch.empty_like(q), None, None, None, None, False, 0.125, 0)
+
+
+def test_varlen_offsets_are_checked_on_the_per_sequence_path():
+    # Invariant: backends other than "cpu" (which the C++ kernel checks) refuse the same bad offsets
+    # with the same messages instead of slicing garbage.
+    q, k, v = torch.randn(9, 4, 64), torch.randn(9, 2, 64), torch.randn(9, 2, 64)
+    good = torch.tensor([0, 4, 9], dtype=torch.int32)
+    with attn.use_backend("sdpa"):
+        with pytest.raises(ValueError, match="cu_seqlens_q: expected non-decreasing offsets, got 5 then 4 at index 2"):
+            attn.attention_varlen(q, k, v, torch.tensor([0, 5, 4], dtype=torch.int32), good)
+        with pytest.raises(ValueError, match="cu_seqlens_k: last offset 12 exceeds the 9 rows"):
+            attn.attention_varlen(q, k, v, good, torch.tensor([0, 4, 12], dtype=torch.int32))
+        with pytest.raises(ValueError, match="cu_seqlens_q: expected to start at 0, got 1"):
+            attn.attention_varlen(q, k, v, torch.tensor([1, 4, 9], dtype=torch.int32), good)
+
+
+@pytest.fixture
+def private_registry(monkeypatch):
+    """A copy of the backend registry for this test only, so added backends do not leak."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def test_registered_backend_is_listed_and_can_be_forced(private_registry):
+    # Invariant: register_backend adds a name that backends(), set_backend and the device check see.
+    calls = []
+
+    def zeros(q, k, v, *, causal, scale, window, kv_lens):
+        calls.append((causal, scale, window, kv_lens))
+        return torch.zeros_like(q)
+
+    attn.register_backend("zeros", ("cpu",), zeros, "test backend")
+    assert attn.backends()["zeros"].description == "test backend"
+    q, k, v = _qkv()
+    with attn.use_backend("zeros"):
+        assert torch.equal(attn.attention(q, k, v, causal=True, window=3), torch.zeros_like(q))
+        with pytest.raises(ValueError, match="'zeros' runs on cpu, but the tensors are on cuda"):
+            attn.backend_for("cuda")
+    assert calls == [(True, 0.125, 3, None)]
+
+
+@pytest.mark.parametrize("args, error, message", [
+    (("", ("cpu",), lambda *a, **kw: None), ValueError, "name: expected a non-empty str"),
+    (("x", ("tpu",), lambda *a, **kw: None), ValueError, "devices: expected a non-empty subset of cpu, cuda, npu"),
+    (("x", (), lambda *a, **kw: None), ValueError, "devices: expected a non-empty subset"),
+    (("x", ("cpu",), "not callable"), TypeError, "fn: expected a callable, got str"),
+])
+def test_register_backend_errors(private_registry, args, error, message):
+    with pytest.raises(error, match=message):
+        attn.register_backend(*args)
+    assert "x" not in attn.backends()
+
+
+def test_get_backend_names_the_source():
+    with pytest.raises(ValueError, match=r"^cfg\.backend: unknown attention backend 'fa3'; known: cpu, npu, sdpa$"):
+        attn.get_backend("fa3", "cfg.backend")
+
+
+# Each submodule imported first in a fresh interpreter: an import cycle would fail here. (Full names
+# as parameters: a bare "npu" id would read as the npu tier marker.)
+SUBMODULES = ["registry", "mask", "ops", "builtin", "dispatch", "npu", "transformers_integration"]
+
+
+@pytest.mark.parametrize("module", [f"pangu_core.attention.{name}" for name in SUBMODULES])
+def test_submodule_imports_on_its_own(module):
+    code = f"import {module} as m; print(m.__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == module
+
+
+def test_package_import_leaves_npu_and_transformers_unimported():
+    # Invariant: `import pangu_core.attention` imports neither the NPU module nor transformers; they
+    # load on first use (attribute access or register_transformers()).
+    code = (
+        "import sys\n"
+        "from pangu_core import attention as attn\n"
+        "assert attn.attention and attn.decode and attn.attention_varlen and attn.set_backend and attn.use_backend\n"
+        "late = ('pangu_core.attention.npu', 'pangu_core.attention.transformers_integration', 'transformers',"
+        " 'torch_npu')\n"
+        "print(sorted(m for m in late if m in sys.modules))\n"
+        "print(attn.npu.__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "pangu_core.attention.npu"]
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="has no attribute 'flash'"):
+        attn.flash  # noqa: B018

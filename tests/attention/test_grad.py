@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
 import torch
+from attention_reference import reference, reference_varlen
 
 import pangu_core
 from pangu_core import attention as attn
-from pangu_core import attention_ops
+from pangu_core.attention import ops
 
-_spec = importlib.util.spec_from_file_location("attention_reference", pathlib.Path(__file__).with_name("attention_reference.py"))
-ref_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ref_mod)
-reference, reference_varlen = ref_mod.reference, ref_mod.reference_varlen
 
 
 def _leaves(*shapes, dtype=torch.float32, seed=0):
@@ -86,10 +80,10 @@ def test_custom_ops_pass_opcheck():
     # Invariant: the ops' schemas, fake kernels and autograd registrations are consistent (what
     # torch.compile relies on).
     q, k, v = _leaves((1, 4, 9, 64), (1, 2, 9, 64), (1, 2, 9, 64), seed=7)
-    torch.library.opcheck(attention_ops.attention_forward, (q, k, v, None, True, 0.125, 0))
+    torch.library.opcheck(ops.attention_forward, (q, k, v, None, True, 0.125, 0))
     cu = torch.tensor([0, 4, 9], dtype=torch.int32)
     qv, kv, vv = _leaves((9, 4, 64), (9, 2, 64), (9, 2, 64), seed=8)
-    torch.library.opcheck(attention_ops.attention_varlen_forward, (qv, kv, vv, cu, cu, True, 0.125, 0))
+    torch.library.opcheck(ops.attention_varlen_forward, (qv, kv, vv, cu, cu, True, 0.125, 0))
 
 
 def test_traces_and_trains_under_torch_compile():

@@ -10,9 +10,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from attention_reference import reference_mask
 
-from pangu_core import device, npu_attention
-from pangu_core.npu_attention import attention_bnsd, visible_key_mask
+from pangu_core import device
+from pangu_core.attention import npu as npu_attention
+from pangu_core.attention.npu import attention_bnsd, visible_key_mask
 
 
 @pytest.fixture
@@ -121,8 +123,7 @@ def test_visible_key_mask_bottom_right() -> None:
 
 def _sdpa_cpu(q, k, v, causal, scale, kv_lens):
     group = q.shape[1] // k.shape[1]
-    lens = None if kv_lens is None else kv_lens.tolist()
-    mask = visible_key_mask(q.shape[2], k.shape[2], lens, causal, q.shape[0])
+    mask = reference_mask(q.shape[0], q.shape[2], k.shape[2], causal=causal, kv_lens=kv_lens)
     q, k, v = q.float(), k.float().repeat_interleave(group, 1), v.float().repeat_interleave(group, 1)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return out.nan_to_num(0.0)
