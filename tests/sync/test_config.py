@@ -63,6 +63,16 @@ def test_wrong_types_name_the_field(field: str, value: object, pattern: str) -> 
         SyncConfig(**{field: value})
 
 
+# A wrong type and a bad value in other fields are reported together (the rules skip mistyped fields).
+def test_type_and_value_problems_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as info:
+        SyncConfig(slots="3", name=7, staleness=-1, transport="nope")
+    assert info.value.problems == [
+        "name: expected a string, got 7", "slots: expected an int, got '3' (str)",
+        "transport: unknown transport 'nope'; known: inprocess, shm, torch_distributed",
+        "staleness: expected an int >= 0, got -1"]
+
+
 # Unknown keys (typos) are refused with the known keys listed, alongside other problems.
 def test_unknown_keys_are_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="transprt: unknown key; known: transport, name, prefix"):

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from pangu_core import _core
-from pangu_core.config import Config, expect, expect_name
+from pangu_core.config import Config, expect, expect_name, is_number
 from pangu_core.sync.registry import transports
 from pangu_core.tensors import FLOAT_DTYPE_NAMES
 
@@ -25,8 +25,8 @@ def required_version(clock: int, staleness: int) -> int:
     return int(_core.sync.required_version(clock, staleness))
 
 
-def _is_channel_name(value: str) -> bool:
-    return 0 < len(value) <= 64 and value.isascii() and all(c.isalnum() or c in "_-" for c in value)
+def _is_channel_name(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and all(c.isalnum() or c in "_-" for c in value)
 
 
 @dataclass(frozen=True)
@@ -57,19 +57,20 @@ class SyncConfig(Config):
     src_rank: int = 0
 
     def validate(self) -> list[str]:
+        # Fields of the wrong type are reported by the type check; the rules skip them (is_number).
         problems: list[str] = []
         expect_name(problems, "transport", self.transport, transports(), "transport")
         for field in ("name", "prefix"):
             value = getattr(self, field)
             expect(problems, _is_channel_name(value), field, "1-64 characters of [A-Za-z0-9_-]", value)
-        expect(problems, 2 <= self.slots <= 255, "slots", "an int in 2..255", self.slots)
+        expect(problems, is_number(self.slots) and 2 <= self.slots <= 255, "slots", "an int in 2..255", self.slots)
         expect(problems, self.publish_dtype is None or self.publish_dtype in FLOAT_DTYPE_NAMES, "publish_dtype",
                f"None or one of {', '.join(FLOAT_DTYPE_NAMES)}", self.publish_dtype)
         for field in ("bucket_mb", "timeout_s"):
             value = getattr(self, field)
-            expect(problems, math.isfinite(value) and value > 0, field, "a finite number > 0", value)
-        expect(problems, self.staleness >= 0, "staleness", "an int >= 0", self.staleness)
-        expect(problems, self.src_rank >= 0, "src_rank", "an int >= 0", self.src_rank)
+            expect(problems, is_number(value) and math.isfinite(value) and value > 0, field, "a finite number > 0", value)
+        expect(problems, is_number(self.staleness) and self.staleness >= 0, "staleness", "an int >= 0", self.staleness)
+        expect(problems, is_number(self.src_rank) and self.src_rank >= 0, "src_rank", "an int >= 0", self.src_rank)
         return problems
 
     @property
