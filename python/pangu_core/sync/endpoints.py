@@ -21,6 +21,15 @@ from pangu_core.sync.registry import get_transport
 from pangu_core.tensors import DTYPES
 
 
+# Tests set this to send CPU tensors through the staging path too (the path device tensors take).
+_stage_cpu_tensors = False
+
+
+def _staged(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` goes through a host buffer (it lives on an accelerator)."""
+    return tensor.device.type != "cpu" or _stage_cpu_tensors
+
+
 def _host_buffer(shape: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A CPU tensor to stage a tensor of ``device`` through (pinned for CUDA: faster, async-capable copies)."""
     return torch.empty(shape, dtype=dtype, pin_memory=device.type == "cuda")
@@ -90,7 +99,7 @@ class Publisher:
         out = []
         for spec in self.specs:
             tensor = state[spec["name"]].detach()
-            if tensor.device.type != "cpu":
+            if _staged(tensor):
                 host = self._host.get(spec["name"])
                 if host is None:
                     published = DTYPES[spec["dtype"]]
@@ -158,8 +167,7 @@ class Subscriber:
             raise
         self._targets = [state[s["name"]].detach() for s in self.specs]
         # What the transport writes into: the targets themselves on CPU, host buffers for device ones.
-        self._tensors = [t if t.device.type == "cpu" else _host_buffer(list(t.shape), t.dtype, t.device)
-                         for t in self._targets]
+        self._tensors = [_host_buffer(list(t.shape), t.dtype, t.device) if _staged(t) else t for t in self._targets]
         self.version: int | None = None
 
     @property
