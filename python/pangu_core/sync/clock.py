@@ -21,7 +21,8 @@ class SSPClock:
         if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < 0:
             raise ValueError(f"staleness: expected an int >= 0, got {staleness!r}")
         if heartbeat_timeout_s is not None and (
-            isinstance(heartbeat_timeout_s, bool) or not isinstance(heartbeat_timeout_s, (int, float)) or heartbeat_timeout_s <= 0
+            isinstance(heartbeat_timeout_s, bool) or not isinstance(heartbeat_timeout_s, (int, float))
+            or heartbeat_timeout_s <= 0
         ):
             raise ValueError(f"heartbeat_timeout_s: expected None or a number > 0, got {heartbeat_timeout_s!r}")
         self._clock = _sync.SSPClock(staleness, -1.0 if heartbeat_timeout_s is None else float(heartbeat_timeout_s))

@@ -26,7 +26,8 @@ def required_version(clock: int, staleness: int) -> int:
 
 
 def _is_channel_name(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and all(c.isalnum() or c in "_-" for c in value)
+    return (isinstance(value, str) and 0 < len(value) <= 64 and value.isascii()
+            and all(c.isalnum() or c in "_-" for c in value))
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class SyncConfig(Config):
                f"None or one of {', '.join(FLOAT_DTYPE_NAMES)}", self.publish_dtype)
         for field in ("bucket_mb", "timeout_s"):
             value = getattr(self, field)
-            expect(problems, is_number(value) and math.isfinite(value) and value > 0, field, "a finite number > 0", value)
+            ok = is_number(value) and math.isfinite(value) and value > 0
+            expect(problems, ok, field, "a finite number > 0", value)
         expect(problems, is_number(self.staleness) and self.staleness >= 0, "staleness", "an int >= 0", self.staleness)
         expect(problems, is_number(self.src_rank) and self.src_rank >= 0, "src_rank", "an int >= 0", self.src_rank)
         return problems

@@ -118,9 +118,8 @@ class Publisher:
             raise KeyError(f"source: tensor names differ from the bound model: missing {missing}, unexpected {extra}")
         for spec in self.specs:
             if list(state[spec["name"]].shape) != spec["shape"]:
-                raise ValueError(
-                    f"source[{spec['name']!r}]: expected shape {tuple(spec['shape'])}, got {tuple(state[spec['name']].shape)}"
-                )
+                got = tuple(state[spec["name"]].shape)
+                raise ValueError(f"source[{spec['name']!r}]: expected shape {tuple(spec['shape'])}, got {got}")
 
     def close(self) -> None:
         """Stops publishing: subscribers get pangu_core.PeerLost; shared segments are removed."""
@@ -179,7 +178,8 @@ class Subscriber:
         """Versions the publisher's ring holds now, oldest first."""
         return self._endpoint.versions()
 
-    def pull(self, *, version: int | None = None, min_version: int | None = None, timeout_s: float | None = None) -> int:
+    def pull(self, *, version: int | None = None, min_version: int | None = None,
+             timeout_s: float | None = None) -> int:
         """Copies a published version into the target in place; returns its number.
 
         version: exactly this one (KeyError naming the versions held if it is gone or unknown).

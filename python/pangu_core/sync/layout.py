@@ -28,7 +28,8 @@ def state_of(source: Any, arg: str) -> dict[str, torch.Tensor]:
     elif isinstance(source, Mapping):
         state = dict(source)
     else:
-        raise TypeError(f"{arg}: expected a torch.nn.Module or a mapping of name -> tensor, got {type(source).__name__}")
+        raise TypeError(f"{arg}: expected a torch.nn.Module or a mapping of name -> tensor, "
+                        f"got {type(source).__name__}")
     if not state:
         raise ValueError(f"{arg}: expected at least one tensor, got an empty state dict")
     for name, tensor in state.items():
@@ -74,7 +75,8 @@ def check_compatible(published: list[dict[str, Any]], state: Mapping[str, torch.
         tensor = state[spec["name"]]
         where = f"{arg}[{spec['name']!r}]"
         if list(tensor.shape) != list(spec["shape"]):
-            raise ValueError(f"{where}: expected shape {tuple(spec['shape'])} like the publisher, got {tuple(tensor.shape)}")
+            raise ValueError(f"{where}: expected shape {tuple(spec['shape'])} like the publisher, "
+                             f"got {tuple(tensor.shape)}")
         if dtype_name(tensor.dtype) != spec["dtype"]:
             raise TypeError(f"{where}: expected {spec['dtype']} like the publisher, got {dtype_name(tensor.dtype)}")
         # Device tensors receive a copy from a host buffer, so only CPU tensors must be contiguous.
