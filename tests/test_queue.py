@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import pangu_core
+from pangu_core.config import ConfigError
 from pangu_core.queue import PriorityQueue, QueueConfig, QueueSnapshot
 
 
@@ -319,8 +320,10 @@ def test_config_validation():
         assert part in message
     with pytest.raises(ValueError, match="overflow: unknown policy"):
         PriorityQueue(4, "lifo")
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="colour: unknown key; known: capacity, overflow, max_staleness"):
         QueueConfig.from_dict({"capacity": 3, "colour": "red"})
+    with pytest.raises(ConfigError, match="capacity: expected an int or null, got 2.5"):
+        PriorityQueue(capacity=2.5)
     with pytest.raises(TypeError, match="config: expected a QueueConfig"):
         PriorityQueue.from_config({"capacity": 3})
 
@@ -333,6 +336,16 @@ def test_config_from_yaml(tmp_path):
     assert (q.capacity, q.overflow, q.max_staleness, q.age_boost, q.version) == (16, "drop_lowest", 2, 0.25, 7)
     assert q.config == QueueConfig(16, "drop_lowest", 2, 0.25, 7)
     assert "capacity=16" in repr(q)
+
+
+# A config written out and read back is the same config; numpy scalars are taken as plain numbers.
+def test_config_round_trip(tmp_path):
+    config = QueueConfig(capacity=8, overflow="reject", max_staleness=None, age_boost=0.5, version=3)
+    assert QueueConfig.from_dict(config.to_dict()) == config
+    config.to_yaml(tmp_path / "queue.yaml")
+    assert QueueConfig.from_yaml(tmp_path / "queue.yaml") == config
+    q = PriorityQueue(np.int64(8), "reject", max_staleness=np.int32(2), age_boost=np.float32(0.5), version=np.int64(3))
+    assert q.config == QueueConfig(8, "reject", 2, 0.5, 3)
 
 
 # Changing the age boost re-keys what is already queued.

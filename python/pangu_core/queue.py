@@ -31,12 +31,13 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from pangu_core import _core
-from pangu_core.config import FromMapping, raise_problems
+from pangu_core.config import Config, expect, expect_name, is_number
 from pangu_core._core import QueueClosed, QueueFull
 
 __all__ = [
@@ -52,43 +53,41 @@ OVERFLOW_POLICIES = ("block", "reject", "drop_lowest")
 
 
 @dataclasses.dataclass(frozen=True)
-class QueueConfig(FromMapping):
-    """Construction settings of a :class:`PriorityQueue`; validates itself and reports all problems.
+class QueueConfig(Config):
+    """Construction settings of a :class:`PriorityQueue` (checked on construction, all problems at once)."""
 
-    Attributes:
-        capacity: most items held at once; None for unbounded.
-        overflow: one of :data:`OVERFLOW_POLICIES`.
-        max_staleness: s >= 0 makes items with ``version < current_version - s`` stale (evicted on
-            :meth:`PriorityQueue.advance_version`, handed back at put); None disables it.
-        age_boost: alpha >= 0, priority gained per policy version of age.
-        version: the current policy version at construction.
-    """
-
+    # Most items held at once; None for unbounded.
     capacity: int | None = None
+    # What a put does at capacity: one of OVERFLOW_POLICIES ("block", "reject", "drop_lowest").
     overflow: str = "block"
+    # s >= 0 makes items with version < current_version - s stale (evicted on advance_version,
+    # handed back at put); None keeps every version.
     max_staleness: int | None = None
+    # alpha >= 0: priority gained per policy version of age.
     age_boost: float = 0.0
+    # The current policy version at construction.
     version: int = 0
 
-    def __post_init__(self) -> None:
-        problems = []
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        # Fields of the wrong type are reported by the type check; the rules skip them (is_number).
+        expect(problems, self.capacity is None or (is_number(self.capacity) and self.capacity >= 1), "capacity",
+               "None or an int >= 1", self.capacity)
+        expect_name(problems, "overflow", self.overflow, OVERFLOW_POLICIES, "policy")
+        expect(problems, self.max_staleness is None or (is_number(self.max_staleness) and self.max_staleness >= 0),
+               "max_staleness", "None or an int >= 0", self.max_staleness)
+        expect(problems, is_number(self.age_boost) and math.isfinite(self.age_boost) and self.age_boost >= 0,
+               "age_boost", "a finite number >= 0", self.age_boost)
+        return problems
 
-        def is_int(value: Any) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
-        if self.capacity is not None and (not is_int(self.capacity) or self.capacity < 1):
-            problems.append(f"capacity: expected None or an int >= 1, got {self.capacity!r}")
-        if self.overflow not in OVERFLOW_POLICIES:
-            problems.append(f"overflow: unknown policy {self.overflow!r}; known: {', '.join(OVERFLOW_POLICIES)}")
-        if self.max_staleness is not None and (not is_int(self.max_staleness) or self.max_staleness < 0):
-            problems.append(f"max_staleness: expected None or an int >= 0, got {self.max_staleness!r}")
-        if (isinstance(self.age_boost, bool) or not isinstance(self.age_boost, (int, float, np.integer, np.floating))
-                or not np.isfinite(self.age_boost) or self.age_boost < 0):
-            problems.append(f"age_boost: expected a finite number >= 0, got {self.age_boost!r}")
-        if not is_int(self.version):
-            problems.append(f"version: expected an int, got {self.version!r}")
-        raise_problems("QueueConfig", problems)
-
+def _plain_number(value: Any) -> Any:
+    """numpy scalars as Python ints and floats (configs take only those); anything else unchanged."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
 
 
 class QueueSnapshot(NamedTuple):
@@ -148,7 +147,7 @@ class PriorityQueue(_core.queue.PriorityQueue):
         age_boost: float = 0.0,
         version: int = 0,
     ) -> None:
-        config = QueueConfig(capacity, overflow, max_staleness, age_boost, version)
+        config = QueueConfig(*(_plain_number(v) for v in (capacity, overflow, max_staleness, age_boost, version)))
         super().__init__(config.capacity, config.overflow, float(config.age_boost), config.max_staleness,
                          config.version)
         self._config = config

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pangu_core.config import ConfigError
 from pangu_core.queue import PriorityQueue
 from pangu_core.rl.priority import (
     PriorityWeights,
@@ -70,9 +71,21 @@ def test_weights_validation():
     message = str(info.value)
     for part in ("reward_std", "advantage", "version_lag", "length_scale", "eps"):
         assert f"{part}: expected" in message
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="reward: unknown key; known: reward_std, advantage"):
         PriorityWeights.from_dict({"reward": 1.0})
+    with pytest.raises(ConfigError, match="version_lag: expected a number, got 'x'"):
+        PriorityWeights(version_lag="x")
+    with pytest.raises(ConfigError, match="length_scale: expected a finite number >= 1, got inf"):
+        PriorityWeights(length_scale=float("inf"))
     assert PriorityWeights.from_dict({"length": 0.0}).length == 0.0
+
+
+# Weights written out and read back are the same weights (dict and YAML).
+def test_weights_round_trip(tmp_path):
+    weights = PriorityWeights(reward_std=2.0, advantage=0.0, version_lag=0.25, length=1, length_scale=512, eps=1e-4)
+    assert PriorityWeights.from_dict(weights.to_dict()) == weights
+    weights.to_yaml(tmp_path / "weights.yaml")
+    assert PriorityWeights.from_yaml(tmp_path / "weights.yaml") == weights
 
 
 # Every bad input names itself.

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 
 from pangu_core.bench.common import make_case, median_seconds, memcpy_gbps
+from pangu_core.tensors import dtype_name, numel
+from pangu_core.tensors import element_size as bytes_per_element
 
 NAME = "sync"
 DESCRIPTION = "weight sync: shared-memory publish/pull, flatten/unflatten, gloo broadcast"
@@ -47,7 +49,7 @@ def model_shapes(nbytes: int, element_size: int = 2) -> dict[str, tuple[int, ...
     budget = nbytes // element_size - 2 * vocab * hidden
     i = 0
     while True:
-        per_layer = sum(_numel(s) for s in layer.values())
+        per_layer = sum(numel(s) for s in layer.values())
         if budget < per_layer and i > 0:
             break
         for name, shape in layer.items():
@@ -59,17 +61,10 @@ def model_shapes(nbytes: int, element_size: int = 2) -> dict[str, tuple[int, ...
     return shapes
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def make_state(nbytes: int, dtype: torch.dtype = torch.bfloat16, fill: bool = True) -> dict[str, torch.Tensor]:
     """A state dict of about ``nbytes``; every tensor holds a distinct constant (cheap to make)."""
     state = {}
-    for i, (name, shape) in enumerate(model_shapes(nbytes, torch.empty(0, dtype=dtype).element_size()).items()):
+    for i, (name, shape) in enumerate(model_shapes(nbytes, bytes_per_element(dtype)).items()):
         state[name] = torch.full(shape, (i % 97) * 0.01, dtype=dtype) if fill else torch.zeros(shape, dtype=dtype)
     return state
 
@@ -87,7 +82,7 @@ def bench_flatten(nbytes: int) -> dict[str, Any]:
     state = make_state(nbytes)
     names, tensors = list(state), list(state.values())
     numels = [t.numel() for t in tensors]
-    layout = _core.sync.FlatLayout(names, ["bfloat16"] * len(names), numels, 64 * MB)
+    layout = _core.sync.FlatLayout(names, [dtype_name(t.dtype) for t in tensors], numels, 64 * MB)
     flat = torch.empty(layout.total_bytes, dtype=torch.uint8)
     size = _nbytes(state)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pangu_core.config import FromMapping, raise_problems
+from pangu_core.config import Config, expect, is_number
 
 __all__ = [
     "PriorityWeights", "reward_std", "mean_abs_advantage", "group_advantages", "length_bonus",
@@ -34,37 +34,36 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class PriorityWeights(FromMapping):
-    """Weights of the group priority (see the module docstring); validates itself.
+class PriorityWeights(Config):
+    """Weights of the group priority (see the module docstring); checked on construction."""
 
-    Attributes:
-        reward_std: weight on the standard deviation of rewards within the group (>= 0).
-        advantage: weight on the mean absolute advantage of the group (>= 0).
-        version_lag: priority lost per policy version between sampling and queueing (>= 0).
-        length: weight of the length bonus, which grows with log response length up to 1 (>= 0).
-        length_scale: mean response length (tokens) at which the length bonus reaches 1 (>= 1).
-        eps: added to the reward std when computing group-normalised advantages (> 0).
-    """
-
+    # Weight on the standard deviation of rewards within the group (>= 0).
     reward_std: float = 1.0
+    # Weight on the mean absolute advantage of the group (>= 0).
     advantage: float = 0.5
+    # Priority lost per policy version between sampling and queueing (>= 0).
     version_lag: float = 0.1
+    # Weight of the length bonus, which grows with log response length up to 1 (>= 0).
     length: float = 0.2
+    # Mean response length (tokens) at which the length bonus reaches 1 (>= 1).
     length_scale: float = 4096.0
+    # Added to the reward std when computing group-normalised advantages (> 0).
     eps: float = 1e-6
 
-    def __post_init__(self) -> None:
-        problems = []
+    def validate(self) -> list[str]:
+        problems: list[str] = []
         for field in ("reward_std", "advantage", "version_lag", "length"):
             value = getattr(self, field)
-            if not _is_real(value) or not math.isfinite(value) or value < 0:
-                problems.append(f"{field}: expected a finite number >= 0, got {value!r}")
-        if not _is_real(self.length_scale) or not math.isfinite(self.length_scale) or self.length_scale < 1:
-            problems.append(f"length_scale: expected a finite number >= 1, got {self.length_scale!r}")
-        if not _is_real(self.eps) or not math.isfinite(self.eps) or self.eps <= 0:
-            problems.append(f"eps: expected a finite number > 0, got {self.eps!r}")
-        raise_problems("PriorityWeights", problems)
+            expect(problems, _is_finite(value) and value >= 0, field, "a finite number >= 0", value)
+        expect(problems, _is_finite(self.length_scale) and self.length_scale >= 1, "length_scale",
+               "a finite number >= 1", self.length_scale)
+        expect(problems, _is_finite(self.eps) and self.eps > 0, "eps", "a finite number > 0", self.eps)
+        return problems
 
+
+def _is_finite(value: Any) -> bool:
+    # Fields of the wrong type are reported by the type check; the rules then skip them.
+    return is_number(value) and math.isfinite(value)
 
 
 def _is_real(value: Any) -> bool:

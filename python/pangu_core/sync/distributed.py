@@ -9,7 +9,9 @@ usually ``required_version(clock, s)``); only then do the buckets travel. With
 ``config.changed_only`` only the buckets whose bytes changed since the last send are broadcast.
 
 Buckets are staged in CPU memory; for NCCL (CUDA) and HCCL (Ascend) each bucket passes through a
-device buffer of one bucket's size. Waits use the process group's own timeout.
+device buffer of one bucket's size. Models on an accelerator reach this transport through the
+host buffers of the Publisher and Subscriber (so with gloo, too, CUDA models sync). Waits use the
+process group's own timeout.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from typing import Any, Callable
 import torch
 
 from pangu_core import _core
-from pangu_core.sync import SyncConfig, flat_layout, parse_layout_text, register_transport
+from pangu_core.sync.config import SyncConfig
+from pangu_core.sync.layout import flat_layout, parse_layout_text
+from pangu_core.sync.registry import register_transport
+from pangu_core.tensors import DTYPES
 
 _sync = _core.sync
 _STREAMS = 2  # gloo connections a version is striped over (more only add contention here)
@@ -55,7 +60,8 @@ class _Buckets:
     tensors are coalesced in a flat CPU buffer. On CPU (gloo) every bucket is an asynchronous
     broadcast, striped over ``_STREAMS`` process groups by queued bytes (own connections), so several
     are in flight while the sender prepares the next and the receiver unflattens the ones that
-    landed. Every rank builds its groups at the same point (after the layout broadcast). On accelerators each bucket passes through one device buffer.
+    landed. Every rank builds its groups at the same point (after the layout broadcast). On
+    accelerators each bucket passes through one device buffer.
     """
 
     def __init__(self, dist: Any, layout: Any, src: int) -> None:
@@ -140,6 +146,8 @@ def _need(dist: Any, flag: int, device: torch.device) -> bool:
 
 
 class DistPublisherEndpoint:
+    """The learner rank's end: broadcasts the layout once, then each needed version bucket by bucket."""
+
     def __init__(self, config: SyncConfig, layout: Any, layout_text: str) -> None:
         dist = self._dist = _dist()
         if dist.get_rank() != config.src_rank:
@@ -154,7 +162,7 @@ class DistPublisherEndpoint:
         self._sent = torch.zeros_like(self._staging) if config.changed_only else None
         self._sent_any = False
         self._version = -1
-        self._stored = [getattr(torch, entry[1]) for entry in layout.entries()]
+        self._stored = [DTYPES[entry[1]] for entry in layout.entries()]
         dist.broadcast_object_list([{"layout": layout_text, "bucket_bytes": config.bucket_bytes}], src=config.src_rank)
         # After the layout broadcast: subscribers build theirs (and its process groups) only then.
         self._buckets = _Buckets(dist, layout, config.src_rank)
@@ -210,6 +218,8 @@ class DistPublisherEndpoint:
 
 
 class DistSubscriberEndpoint:
+    """A rollout rank's end: receives the layout, then the buckets of each version it (or any rank) needs."""
+
     def __init__(self, config: SyncConfig, address: str | None) -> None:
         dist = self._dist = _dist()
         if dist.get_rank() == config.src_rank:

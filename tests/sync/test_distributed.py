@@ -122,7 +122,7 @@ def test_distributed_transport_needs_a_process_group() -> None:
 def test_gloo_buckets_go_to_the_least_loaded_group() -> None:
     from types import SimpleNamespace
 
-    from pangu_core.sync_dist import _Buckets
+    from pangu_core.sync.distributed import _Buckets
 
     # Both 32-unit buckets (first and last) must land on different groups; every rank computes
     # the same assignment from the bucket sizes alone.

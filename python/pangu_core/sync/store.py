@@ -1,10 +1,16 @@
-"""Weight-sync transports over the C++ versioned weight store: "inprocess" and "shm".
+"""Weight-sync transports on one host over the C++ versioned weight store: "inprocess" and "shm".
 
 "inprocess" keeps the ring in heap memory shared by the threads of one process (channels by
 name). "shm" keeps it in a POSIX shared-memory segment that rollout processes on the same host map
 and copy from directly. The owner removes its segment on close, at exit and on fatal signals;
 a publisher sweeps the segments of dead runs when it starts; subscribers of a dead publisher get
-pangu_core.PeerLost.
+pangu_core.PeerLost. :func:`sweep`, :func:`list_segments` and :func:`find_segment` look after
+the segments.
+
+An endpoint (what ``open_publisher`` / ``open_subscriber`` of any transport return) has
+``address``, ``layout_text`` (subscribers), ``publish(tensors, version)`` (publishers),
+``pull(tensors, version, min_version, timeout_s)`` (subscribers), ``latest_version()``,
+``versions()`` and ``close()``; ``tensors`` are contiguous CPU tensors in layout order.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ import weakref
 from typing import Any
 
 from pangu_core import PeerLost, _core
-from pangu_core.sync import SyncConfig, register_transport
+from pangu_core.sync.config import SyncConfig
+from pangu_core.sync.registry import register_transport
 
 _sync = _core.sync
 
 
 class StoreEndpoint:
-    """A publisher's or subscriber's handle on one C++ WeightStore."""
+    """A publisher's or subscriber's handle on one C++ WeightStore (a ring of ``slots`` versions)."""
 
     def __init__(self, store: Any, address: str, timeout_s: float, *, owner: bool = False) -> None:
         self._store = store
@@ -32,6 +39,7 @@ class StoreEndpoint:
 
     @property
     def layout_text(self) -> str:
+        """The publisher's layout as JSON text (see pangu_core.sync.layout)."""
         return str(self._store.layout_text)
 
     def publish(self, tensors: list, version: int) -> int:
@@ -47,6 +55,7 @@ class StoreEndpoint:
         return list(self._store.versions())
 
     def pin_count(self, version: int) -> int:
+        """How many readers hold ``version`` pinned right now."""
         return int(self._store.pin_count(version))
 
     def close(self) -> None:
@@ -159,3 +168,16 @@ def find_segment(prefix: str, channel: str) -> str | None:
     if dead:
         raise PeerLost(f"channel {channel!r}: its publisher (pid {dead[0][1]}) died; run sync.sweep() to remove {dead[0][0]}")
     return None
+
+
+def sweep(prefix: str = "pangu") -> list[str]:
+    """Removes the shared-memory segments of dead runs under ``prefix``; returns their names."""
+    return list(_sync.sweep_dead_segments(prefix))
+
+
+def list_segments(prefix: str = "pangu") -> list[str]:
+    """Shared-memory segments in /dev/shm under ``prefix`` (live or not)."""
+    return list(_sync.list_segments(prefix))
+
+
+__all__ = ["InProcessTransport", "SharedMemoryTransport", "StoreEndpoint", "sweep", "list_segments", "find_segment"]
