@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -24,11 +25,12 @@ def _npu_available() -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     cuda = npu = None
     for item in items:
-        if "cuda" in item.keywords:
+        # Markers, not keywords: a parameter id such as "npu" must not move a test into a tier.
+        if item.get_closest_marker("cuda") is not None:
             cuda = _cuda_available() if cuda is None else cuda
             if not cuda:
                 item.add_marker(pytest.mark.skip(reason="cuda tier: no CUDA device on this machine"))
-        if "npu" in item.keywords:
+        if item.get_closest_marker("npu") is not None:
             npu = _npu_available() if npu is None else npu
             if not npu:
                 item.add_marker(pytest.mark.skip(reason="npu tier: no Ascend NPU / torch_npu on this machine"))
@@ -51,3 +53,22 @@ def tokenizer():
     from pangu_core.tasks.tokenizer import build_tokenizer
 
     return build_tokenizer()
+
+
+@pytest.fixture
+def own_sandbox_runs(tmp_path, monkeypatch):
+    """Asserts that no process and no folder of this test's own sandbox runs outlives them.
+
+    The test's runs put their folders under a folder of its own (tempfile's directory points there)
+    and are told from other callers' runs by the marker every run carries (it starts with our pid),
+    so another test session using the sandbox on the same machine at the same time cannot make
+    this fail, nor be blamed for what that session leaves.
+    """
+    from pangu_core.rewards.sandbox import sandboxed_processes
+
+    runs = tmp_path / "sandbox-runs"
+    runs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(runs))
+    yield runs
+    assert sandboxed_processes() == []
+    assert sorted(p.name for p in runs.iterdir()) == []

@@ -41,8 +41,8 @@ from pangu_core._core import PeerLost, QueueClosed, QueueFull
 from pangu_core._version import __version__
 
 _SUBMODULES = {
-    "attention", "attention_ops", "attention_transformers", "bench", "device", "distill", "dual",
-    "evaluation", "merge", "npu_attention", "queue", "rewards", "rl", "sync", "tasks", "tensors",
+    "attention", "bench", "config", "device", "distill", "dual", "evaluation", "merge", "queue", "rewards", "rl",
+    "sync", "tasks", "tensors",
 }
 
 __all__ = [

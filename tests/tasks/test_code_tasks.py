@@ -13,21 +13,6 @@ from pangu_core.tasks.code_tasks import FAMILIES, generate_code_tasks, run_tests
 pytestmark = pytest.mark.usefixtures("own_sandbox_runs")
 
 
-@pytest.fixture
-def own_sandbox_runs(tmp_path, monkeypatch):
-    # Every test here runs programs in the sandbox: none of its processes or folders may outlive
-    # the runs (only this session's runs are looked at; others may use the sandbox meanwhile).
-    import tempfile
-
-    from pangu_core.rewards.sandbox import sandboxed_processes
-
-    runs = tmp_path / "sandbox-runs"
-    runs.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(runs))
-    yield
-    assert sandboxed_processes() == [] and list(runs.iterdir()) == []
-
-
 def _wrong_solution(task) -> str:
     """A plausible but wrong program: the function redefined to return None, or a stray print."""
     names = [node.name for node in ast.parse(task.reference).body if isinstance(node, ast.FunctionDef)]
