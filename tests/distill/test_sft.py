@@ -267,3 +267,12 @@ def test_trainer_errors_name_the_argument(tokenizer, examples, tmp_path):
         SFTTrainer.from_checkpoint(tmp_path, examples)
     with pytest.raises(ValueError, match="max_length"):
         encode_pairs(tokenizer, [("1+1", "slow", "x" * 50)], max_length=20)
+
+
+def test_the_package_re_exports_the_sft_names():
+    import pangu_core.distill as distill
+
+    assert distill.SFTTrainer is SFTTrainer and distill.SFTConfig is SFTConfig
+    assert set(distill.__all__) <= set(dir(distill))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        distill.nothing

@@ -55,6 +55,7 @@ def test_a_small_run_writes_checkpoint_eval_json_and_plot_and_says_where(tmp_pat
     assert summary["accuracy"] == result["accuracy"]
     assert summary["files"] == {"checkpoint": str(out / "checkpoint"), "eval_json": str(out / "eval.json"),
                                 "eval_png": str(out / "eval.png")}
+    assert "Writing model shards" not in captured.err  # transformers' bar at each checkpoint stays quiet
     lines = captured.err.splitlines()
     assert lines[0] == (f"pangu-core sft: {path}: model nano, 4 steps of 8, levels 1, 2, 1 thread(s) x 1 "
                         f"process(es), out {out}")

@@ -26,12 +26,13 @@ schedule run on unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,6 +220,20 @@ def response_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
                                              ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+@contextlib.contextmanager
+def _quiet_transformers_bars() -> Iterator[None]:
+    """Hides transformers' per-call bars ("Writing model shards", "Loading weights"): a run saves often."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
+
+
 @dataclass
 class TrainLog:
     """What a train() call did: loss per optimizer step, tokens seen (prompt + response), seconds."""
@@ -385,7 +400,8 @@ class SFTTrainer:
             if leftover.exists():
                 shutil.rmtree(leftover)
         partial.mkdir(parents=True)
-        self.model.save_pretrained(partial, safe_serialization=True)
+        with _quiet_transformers_bars():
+            self.model.save_pretrained(partial, safe_serialization=True)
         self.tokenizer.save_pretrained(partial)
         (partial / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         save_training_state(partial / STATE_FILE, self._training_state())
@@ -429,7 +445,8 @@ class SFTTrainer:
             raise FileNotFoundError(f"path: expected a checkpoint directory with {STATE_FILE}, got {str(path)!r}")
         if config is None:
             config = SFTConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-        model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+        with _quiet_transformers_bars():
+            model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         trainer = cls(model, tokenizer, examples, config)
         saved = state["num_examples"]
