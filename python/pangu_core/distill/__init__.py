@@ -1,1 +1,28 @@
-"""Iterative distillation: model-aware data selection, SFT, and merging between rounds."""
+"""Iterative distillation: model-aware data selection, SFT, and merging between rounds.
+
+The SFT names are re-exported here and imported on first use, so importing one submodule does not
+import the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SFTConfig": "sft", "SFTExample": "sft", "SFTTrainer": "sft", "Stage": "sft", "TrainLog": "sft",
+    "collate": "sft", "encode_pairs": "sft", "epoch_batches": "sft", "lr_factor": "sft",
+    "CurriculumStage": "sft_cli", "SFTRunConfig": "sft_cli", "load_run_config": "sft_cli", "run_sft": "sft_cli",
+    "load_training_state": "training_state", "save_training_state": "training_state",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

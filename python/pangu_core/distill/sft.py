@@ -1,17 +1,22 @@
 """Supervised fine-tuning of any transformers causal LM on (prompt, response) pairs, resumable exactly.
 
-The loss is the causal-LM loss on response tokens only (prompt and padding are masked). Batches
-are bucketed by length: each epoch is a seeded permutation cut into pools of ``bucket_batches``
-batches, each pool sorted by length and cut into batches, and the batch order shuffled again, so
-little compute goes to padding while the order stays random. AdamW with linear warmup and cosine
-decay, gradient clipping. A checkpoint holds the weights (safetensors) and config, the tokenizer,
-and the training state (optimizer, scheduler, RNG states, data position): resuming one continues
-bit for bit where the straight run would have been.
+The loss is the causal-LM loss on response tokens only (prompt and padding are masked), the mean
+over the whole batch's response tokens. Batches are bucketed by length: each epoch is a seeded
+permutation cut into pools of ``bucket_batches`` batches, each pool sorted by length and cut into
+batches, and the batch order shuffled again, so little compute goes to padding while the order stays
+random. AdamW with linear warmup and cosine decay to ``min_lr_ratio`` of the peak, gradient clipping.
+
+A checkpoint is a folder: the weights and model config (``model.safetensors``, ``config.json``,
+written by ``save_pretrained``), the tokenizer, the SFT config (``sft_config.json``) and the
+training state in ``training_state.safetensors`` (optimizer moments and the torch RNG state as
+tensors; step, data position, schedule, Python RNG state and loss history as JSON in its metadata).
+No pickle is read. Resuming one continues bit for bit where the straight run would have been.
 
 Data parallel: when ``torch.distributed`` is initialised (gloo across local processes is enough),
-each rank computes its share of every batch and the gradients are summed across ranks before the
-step, so N processes take the same steps as one process would (up to the order of float sums);
-rank 0 writes checkpoints.
+the model is wrapped in ``torch.nn.parallel.DistributedDataParallel`` and each rank computes its
+share of every batch. DDP averages the gradients over ranks, so each rank scales its summed loss by
+``world_size / batch response tokens``: the step is that of the whole batch's mean loss, the same
+step one process takes (up to the order of float sums). Rank 0 writes checkpoints.
 
 Curriculum: instead of one list of examples the trainer takes a list of :class:`Stage`; each stage's
 examples feed the steps up to its ``until_step``, with their own seeded epochs, so what the model sees
@@ -21,163 +26,87 @@ schedule run on unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pangu_core.config import FromMapping
-from pangu_core.dual.chat_format import template_prompts
-
-IGNORE_INDEX = -100
-STATE_FILE = "training_state.pt"
+from pangu_core.config import Config, expect
+from pangu_core.distill.sft_data import (  # noqa: F401  (re-exported: the data side of SFT)
+    IGNORE_INDEX,
+    SFTExample,
+    Stage,
+    as_stages,
+    collate,
+    encode_pairs,
+    epoch_batches,
+)
+from pangu_core.distill.training_state import load_training_state, save_training_state
+STATE_FILE = "training_state.safetensors"
+LEGACY_STATE_FILE = "training_state.pt"
 CONFIG_FILE = "sft_config.json"
 
 
 @dataclass(frozen=True)
-class SFTConfig(FromMapping):
-    """Optimisation settings of one SFT run (validated on construction, all problems at once)."""
+class SFTConfig(Config):
+    """Optimisation settings of one SFT run."""
 
+    # Optimizer steps in total.
     max_steps: int = 1000
+    # Sequences per step (the whole batch, shared out over data-parallel ranks).
     batch_size: int = 32
+    # Peak AdamW learning rate.
     learning_rate: float = 1e-3
+    # Final learning rate as a share of the peak (the cosine decay ends there).
     min_lr_ratio: float = 0.1
+    # Steps of linear warmup (step s gets (s + 1) / warmup_steps of the peak).
     warmup_steps: int = 50
+    # AdamW weight decay, matrices only (biases and norms are not decayed).
     weight_decay: float = 0.01
+    # AdamW betas.
     betas: tuple[float, float] = (0.9, 0.98)
+    # Gradient-norm clipping threshold.
     grad_clip: float = 1.0
+    # Batches per length bucket: pools of batch_size * bucket_batches examples are sorted by length.
     bucket_batches: int = 16
+    # Longest prompt + response in tokens.
     max_length: int = 512
+    # Seed of the data order and of torch's and Python's global generators.
     seed: int = 0
+    # Steps between progress-bar updates of loss and tokens/s.
     log_every: int = 10
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "betas", tuple(self.betas))
-        problems = []
-
-        def positive_int(name: str, allow_zero: bool = False) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-                problems.append(f"{name}: expected an int >= {0 if allow_zero else 1}, got {value!r}")
-
+    def validate(self) -> list[str]:
+        problems: list[str] = []
         for name in ("max_steps", "batch_size", "bucket_batches", "max_length", "log_every"):
-            positive_int(name)
+            expect(problems, getattr(self, name) >= 1, name, "an int >= 1", getattr(self, name))
         for name in ("warmup_steps", "seed"):
-            positive_int(name, allow_zero=True)
-        for name, low, high in (("learning_rate", 0.0, 10.0), ("min_lr_ratio", -1e-12, 1.0),
-                                ("weight_decay", -1e-12, 10.0), ("grad_clip", 0.0, 1e9)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
-                problems.append(f"{name}: expected a number in ({max(low, 0)}, {high}], got {value!r}")
-        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas):
-            problems.append(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
-        if problems:
-            raise ValueError("invalid SFTConfig: " + "; ".join(problems))
-
-
-@dataclass(frozen=True)
-class SFTExample:
-    """One tokenized pair; the loss covers ``response_ids`` only."""
-
-    prompt_ids: tuple[int, ...]
-    response_ids: tuple[int, ...]
-
-    def __len__(self) -> int:
-        return len(self.prompt_ids) + len(self.response_ids)
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One part of a curriculum: the trainer draws its batches from ``examples`` until step ``until_step``."""
-
-    until_step: int
-    examples: Sequence[SFTExample]
-
-
-def _stages(examples: Sequence[SFTExample] | Sequence[Stage], max_steps: int) -> list[Stage]:
-    """``examples`` as a checked list of stages (a plain list of examples is one stage)."""
-    if not examples:
-        raise ValueError("examples: expected at least one example")
-    if not isinstance(examples[0], Stage):
-        return [Stage(max_steps, list(examples))]
-    stages, previous = [], 0
-    for i, stage in enumerate(examples):
-        if not isinstance(stage, Stage):
-            raise TypeError(f"examples[{i}]: expected Stage like examples[0], got {type(stage).__name__}")
-        end = stage.until_step
-        if isinstance(end, bool) or not isinstance(end, int) or not previous < end <= max_steps:
-            raise ValueError(f"examples[{i}].until_step: expected an int in ({previous}, {max_steps}], got {end!r}")
-        if not stage.examples:
-            raise ValueError(f"examples[{i}].examples: expected at least one example")
-        stages.append(Stage(end, list(stage.examples)))
-        previous = end
-    if previous != max_steps:
-        raise ValueError(f"examples[-1].until_step: expected the last stage to end at max_steps={max_steps}, got {previous}")
-    return stages
-
-
-def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str, str]], max_length: int = 512) -> list[SFTExample]:
-    """Tokenizes (user prompt, mode, response) triples with the tokenizer's chat template.
-
-    The mode tag goes at the end of the user text (as openPangu and Qwen3 read it); the response
-    gets the tokenizer's eos token appended. Pairs longer than ``max_length`` are an error.
-    """
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("tokenizer: expected a tokenizer with a chat template")
-    if tokenizer.eos_token is None:
-        raise ValueError("tokenizer: expected an eos_token")
-    prompt_texts = template_prompts(tokenizer, [(prompt, mode) for prompt, mode, _ in pairs])
-    response_texts = [response + tokenizer.eos_token for _, _, response in pairs]
-    # One batched call each: the Rust tokenizer is much faster on a list than item by item.
-    prompt_ids = tokenizer(prompt_texts, add_special_tokens=False)["input_ids"] if pairs else []
-    response_ids = tokenizer(response_texts, add_special_tokens=False)["input_ids"] if pairs else []
-    examples = []
-    for index, (prompt, response) in enumerate(zip(prompt_ids, response_ids)):
-        if len(prompt) + len(response) > max_length:
-            raise ValueError(f"pairs[{index}]: {len(prompt) + len(response)} tokens, more than max_length {max_length}")
-        examples.append(SFTExample(tuple(prompt), tuple(response)))
-    return examples
-
-
-def collate(examples: Sequence[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids, attention_mask and labels ([batch, longest]); labels mask the prompt."""
-    longest = max(len(e) for e in examples)
-    input_ids = torch.full((len(examples), longest), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), longest), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
-    for row, example in enumerate(examples):
-        ids = example.prompt_ids + example.response_ids
-        input_ids[row, :len(ids)] = torch.tensor(ids)
-        labels[row, len(example.prompt_ids):len(ids)] = torch.tensor(example.response_ids)
-        attention_mask[row, :len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-def epoch_batches(lengths: Sequence[int], batch_size: int, bucket_batches: int, seed: int, epoch: int,
-                  stage: int = 0) -> list[list[int]]:
-    """The batches (lists of example indices) of one epoch of a curriculum stage, bucketed by length.
-
-    Pure in its inputs.
-    """
-    rng = np.random.default_rng([seed, epoch] if stage == 0 else [seed, epoch, stage])
-    order = rng.permutation(len(lengths))
-    pool = batch_size * bucket_batches
-    batches = []
-    for start in range(0, len(order), pool):
-        chunk = sorted(order[start:start + pool].tolist(), key=lambda i: (lengths[i], i))
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches)).tolist()]
+            expect(problems, getattr(self, name) >= 0, name, "an int >= 0", getattr(self, name))
+        expect(problems, 0.0 < self.learning_rate <= 10.0, "learning_rate", "a number in (0, 10]", self.learning_rate)
+        expect(problems, 0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "a number in [0, 1]", self.min_lr_ratio)
+        expect(problems, 0.0 <= self.weight_decay <= 10.0, "weight_decay", "a number in [0, 10]", self.weight_decay)
+        expect(problems, 0.0 < self.grad_clip < math.inf, "grad_clip", "a finite number > 0", self.grad_clip)
+        for i, beta in enumerate(self.betas):
+            expect(problems, 0.0 <= beta < 1.0, f"betas[{i}]", "a number in [0, 1)", beta)
+        return problems
 
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
-    """Multiplier of the peak learning rate at ``step``: linear warmup, then cosine to ``min_lr_ratio``."""
+    """Multiplier of the peak learning rate at ``step``: linear warmup, then cosine to ``min_lr_ratio``.
+
+    Warmup gives step s (counted from 0) ``(s + 1) / warmup_steps``, so no step runs at a learning
+    rate of 0. From ``warmup_steps`` on it equals transformers'
+    ``get_cosine_with_min_lr_schedule_with_warmup``; that schedule's warmup gives ``s / warmup_steps``
+    (step 0 at 0), and its ``_lr_rate`` variant, whose warmup is this one, runs the decay a step ahead.
+    """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
@@ -202,9 +131,23 @@ def response_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
                                              ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+@contextlib.contextmanager
+def _quiet_transformers_bars() -> Iterator[None]:
+    """Hides transformers' per-call bars ("Writing model shards", "Loading weights"): a run saves often."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
+
+
 @dataclass
 class TrainLog:
-    """What a train() call did: loss per optimizer step, response tokens seen, seconds."""
+    """What a train() call did: loss per optimizer step, tokens seen (prompt + response), seconds."""
 
     losses: list[float]
     tokens: int
@@ -215,10 +158,12 @@ class SFTTrainer:
     """Trains ``model`` on ``examples``; see the module docstring for what is saved and resumed.
 
     Construction seeds torch's and Python's global generators with ``config.seed`` (the run owns
-    them: dropout or sampling inside the model must replay on resume).
+    them: dropout or sampling inside the model must replay on resume). ``losses`` holds the loss of
+    every step since the run began, across resumes; ``tokens`` the tokens seen.
     """
 
-    def __init__(self, model, tokenizer, examples: Sequence[SFTExample], config: SFTConfig = SFTConfig()):
+    def __init__(self, model, tokenizer, examples: Sequence[SFTExample] | Sequence[Stage],
+                 config: SFTConfig = SFTConfig()):
         if not isinstance(config, SFTConfig):
             raise TypeError(f"config: expected SFTConfig, got {type(config).__name__}")
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "save_pretrained"):
@@ -226,16 +171,16 @@ class SFTTrainer:
         if tokenizer.pad_token_id is None:
             raise ValueError("tokenizer: expected a pad token (set tokenizer.pad_token)")
         self.model, self.tokenizer, self.config = model, tokenizer, config
-        self.stages = _stages(examples, config.max_steps)
+        self.stages = as_stages(examples, config.max_steps)
         self._stage_lengths = [[len(e) for e in stage.examples] for stage in self.stages]
         self.rank, self.world_size = _world()
+        # What the forward pass runs through: under data parallelism the DDP wrapper, which starts
+        # every rank from rank 0's weights and averages gradients during backward.
+        self._forward_model = model
         if self.world_size > 1:
-            import torch.distributed as dist
+            from torch.nn.parallel import DistributedDataParallel
 
-            # Every rank starts from rank 0's weights, whatever seeds built the model elsewhere.
-            with torch.no_grad():
-                for tensor in list(model.parameters()) + list(model.buffers()):
-                    dist.broadcast(tensor.data, src=0)
+            self._forward_model = DistributedDataParallel(model, gradient_as_bucket_view=True)
         decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
@@ -245,7 +190,7 @@ class SFTTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.warmup_steps, config.max_steps, config.min_lr_ratio)
         )
-        self.step = 0
+        self.step, self.losses, self.tokens = 0, [], 0
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         self._enter(0, epoch=0, batch_in_epoch=0)
@@ -266,95 +211,120 @@ class SFTTrainer:
         self.batch_in_epoch += 1
         return batch
 
-    def train(self, until_step: int | None = None, progress: bool = True) -> TrainLog:
-        """Runs optimizer steps up to ``until_step`` (default: config.max_steps)."""
+    def train(self, until_step: int | None = None, progress: bool = True, every: int = 0,
+              on_every: Callable[[int, float, float], None] | None = None) -> TrainLog:
+        """Runs optimizer steps up to ``until_step`` (default: config.max_steps).
+
+        With ``every`` > 0, ``on_every(step, mean loss since the previous call, seconds since train()
+        began)`` runs on every rank after each ``every``-th step and after the last one (a place to
+        log or to save a checkpoint, which under data parallelism all ranks must call).
+        """
         target = self.config.max_steps if until_step is None else until_step
         if isinstance(target, bool) or not isinstance(target, int) or not self.step <= target <= self.config.max_steps:
             raise ValueError(f"until_step: expected an int in [{self.step}, {self.config.max_steps}], got {until_step!r}")
-        self.model.train()
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"every: expected an int >= 0, got {every!r}")
+        self._forward_model.train()
         device = next(self.model.parameters()).device
-        pad_id = self.tokenizer.pad_token_id
-        losses, tokens, started = [], 0, time.perf_counter()
+        first_step, tokens_before, started = self.step, self.tokens, time.perf_counter()
         bar = tqdm(total=target - self.step, desc="sft", disable=not progress or self.rank != 0, dynamic_ncols=True)
-        window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+        window_tokens, window_start, reported = 0, time.perf_counter(), self.step
         while self.step < target:
-            indices = self._next_batch()
-            mine = indices[self.rank::self.world_size]
-            # The loss is the mean over the whole batch's response tokens, on every rank.
-            targets = max(1, sum(len(self.examples[i].response_ids) - (not self.examples[i].prompt_ids)
-                                 for i in indices))
-            seen = 0
-            if mine:
-                batch = collate([self.examples[i] for i in mine], pad_id)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                loss_sum = response_loss_sum(self.model, batch)
-                (loss_sum / targets).backward()
-                seen = int(batch["attention_mask"].sum())
-                value = float(loss_sum.detach())
-            else:
-                value = 0.0
-            if self.world_size > 1:
-                value, seen = self._all_reduce_gradients(value, seen)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            loss, seen = self._train_step(self._next_batch(), device)
             self.step += 1
-            value /= targets
-            losses.append(value)
-            tokens += seen
-            window_loss += value
+            self.losses.append(loss)
+            self.tokens += seen
             window_tokens += seen
             bar.update(1)
             if self.step % self.config.log_every == 0 or self.step == target:
+                window = self.losses[-((self.step - 1) % self.config.log_every + 1):]
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
-                count = (self.step - 1) % self.config.log_every + 1
-                bar.set_postfix(loss=f"{window_loss / count:.4f}", tok_s=f"{window_tokens / elapsed:.0f}",
+                bar.set_postfix(loss=f"{sum(window) / len(window):.4f}", tok_s=f"{window_tokens / elapsed:.0f}",
                                 lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-                window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+                window_tokens, window_start = 0, time.perf_counter()
+            if on_every is not None and every and (self.step % every == 0 or self.step == target):
+                recent = self.losses[-(self.step - reported):]
+                on_every(self.step, sum(recent) / len(recent), time.perf_counter() - started)
+                reported = self.step
         bar.close()
         self.model.eval()
-        return TrainLog(losses, tokens, time.perf_counter() - started)
+        return TrainLog(self.losses[len(self.losses) - (self.step - first_step):], self.tokens - tokens_before,
+                        time.perf_counter() - started)
 
-    def _all_reduce_gradients(self, loss_sum: float, seen: int) -> tuple[float, int]:
-        """Sums gradients (one flat buffer per dtype), the loss sum and the token count across ranks."""
-        import torch.distributed as dist
+    def _train_step(self, indices: list[int], device: torch.device) -> tuple[float, int]:
+        """One optimizer step on the batch ``indices``: (its mean response loss, its tokens)."""
+        # The loss is the mean over the whole batch's response tokens, on every rank.
+        targets = max(1, sum(len(self.examples[i].response_ids) - (not self.examples[i].prompt_ids)
+                             for i in indices))
+        mine = indices[self.rank::self.world_size]
+        # A rank with no share of a small batch still joins DDP's gradient average, with a zero weight.
+        batch = collate([self.examples[i] for i in (mine or indices[:1])], self.tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss_sum = response_loss_sum(self._forward_model, batch)
+        loss = loss_sum / targets
+        if self.world_size > 1:
+            # DDP averages the ranks' gradients; times world_size, that average is the batch mean's gradient.
+            loss = loss * (self.world_size if mine else 0.0)
+        loss.backward()
+        value = float(loss_sum.detach()) if mine else 0.0
+        if self.world_size > 1:
+            import torch.distributed as dist
 
-        by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
-        for p in self.model.parameters():
-            if p.requires_grad:
-                by_dtype.setdefault(p.dtype, []).append(p)
-        for params in by_dtype.values():
-            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-            dist.all_reduce(flat)
-            offset = 0
-            for p in params:  # views of the fresh buffer: no copy back
-                p.grad = flat[offset:offset + p.numel()].view_as(p)
-                offset += p.numel()
-        totals = torch.tensor([loss_sum, float(seen)], dtype=torch.float64)
-        dist.all_reduce(totals)
-        return float(totals[0]), int(totals[1])
+            total = torch.tensor([value], dtype=torch.float64)
+            dist.all_reduce(total)
+            value = float(total[0])
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value / targets, sum(len(self.examples[i]) for i in indices)
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Writes weights + config (safetensors), tokenizer, and the training state to ``path``.
+        """Writes weights + model config (safetensors), tokenizer, SFT config and training state to ``path``.
 
-        Under data parallelism rank 0 writes and every rank waits until it has.
+        The folder is written beside ``path`` and then swapped in, so an interrupted save leaves the
+        previous checkpoint whole. ``path`` must be absent, empty or a checkpoint. Under data
+        parallelism rank 0 writes and every rank waits until it has.
         """
         path = Path(path)
         if self.world_size > 1:
             import torch.distributed as dist
 
+            error = None
             if self.rank == 0:
-                self._write_checkpoint(path)
+                try:
+                    self._write_checkpoint(path)
+                except (OSError, ValueError) as caught:
+                    error = caught
             dist.barrier()
+            if error is not None:
+                raise error
             return path
         return self._write_checkpoint(path)
 
     def _write_checkpoint(self, path: Path) -> Path:
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
-        state = {
+        if path.exists() and not (path / STATE_FILE).is_file() and not (path / LEGACY_STATE_FILE).is_file():
+            if not path.is_dir() or any(path.iterdir()):
+                raise FileExistsError(f"path: {str(path)!r} exists and is not a checkpoint; not replacing it")
+        partial, old = path.with_name(path.name + ".partial"), path.with_name(path.name + ".old")
+        for leftover in (partial, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        partial.mkdir(parents=True)
+        with _quiet_transformers_bars():
+            self.model.save_pretrained(partial, safe_serialization=True)
+        self.tokenizer.save_pretrained(partial)
+        (partial / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        save_training_state(partial / STATE_FILE, self._training_state())
+        if path.exists():
+            path.rename(old)
+        partial.rename(path)
+        if old.exists():
+            shutil.rmtree(old)
+        return path
+
+    def _training_state(self) -> dict:
+        return {
             "step": self.step,
             "stage": self.stage,
             "epoch": self.epoch,
@@ -364,26 +334,32 @@ class SFTTrainer:
             "torch_rng": torch.get_rng_state(),
             "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
             "num_examples": [len(stage.examples) for stage in self.stages],
+            "losses": list(self.losses),
+            "tokens": self.tokens,
         }
-        torch.save(state, path / STATE_FILE)
-        (path / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
-        return path
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, examples: Sequence[SFTExample] | Sequence[Stage],
                         config: SFTConfig | None = None, **model_kwargs) -> SFTTrainer:
-        """A trainer that continues a saved run on the same ``examples`` or stages (and, by default, config)."""
+        """A trainer that continues a saved run on the same ``examples`` or stages (and, by default, config).
+
+        Reads checkpoints of this version and those whose state is a ``training_state.pt``.
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
-        if not (path / STATE_FILE).is_file():
+        if (path / STATE_FILE).is_file():
+            state = load_training_state(path / STATE_FILE)
+        elif (path / LEGACY_STATE_FILE).is_file():
+            state = torch.load(path / LEGACY_STATE_FILE, weights_only=True)
+        else:
             raise FileNotFoundError(f"path: expected a checkpoint directory with {STATE_FILE}, got {str(path)!r}")
         if config is None:
             config = SFTConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-        model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+        with _quiet_transformers_bars():
+            model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         trainer = cls(model, tokenizer, examples, config)
-        state = torch.load(path / STATE_FILE, weights_only=True)
         saved = state["num_examples"]
         saved = [saved] if isinstance(saved, int) else list(saved)
         given = [len(stage.examples) for stage in trainer.stages]
@@ -392,8 +368,10 @@ class SFTTrainer:
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
         trainer.step = state["step"]
+        trainer.losses, trainer.tokens = list(state.get("losses", [])), state.get("tokens", 0)
         trainer._enter(state.get("stage", 0), state["epoch"], state["batch_in_epoch"])
         torch.set_rng_state(state["torch_rng"])
         version, internal, gauss = state["python_rng"]
         random.setstate((version, tuple(internal), gauss))
         return trainer
+
