@@ -390,11 +390,3 @@ def _walk(node: Any, where: tuple, lines: dict[tuple, int], duplicates: list[str
             lines[where + (i,)] = item.start_mark.line + 1
             _walk(item, where + (i,), lines, duplicates, path)
 
-
-# Transitional names, removed once every config has moved onto Config.
-FromMapping = Config
-
-
-def raise_problems(name: str, problems: list[str]) -> None:
-    if problems:
-        raise ConfigError(name, problems)
