@@ -7,6 +7,7 @@
 
 #include "bindings/registry.h"
 #include "bindings/tensor_caster.h"
+#include "sync/flat_layout.h"
 #include "sync/shm_segment.h"
 #include "sync/ssp_clock.h"
 #include "sync/weight_store.h"
