@@ -129,6 +129,16 @@ def test_errors_name_the_argument():
         _core.common.convert([1.0, 2.0], torch.zeros(2))
 
 
+# Dtype names reach the core through one parser (common/dtype.h): an unknown name is a ValueError that
+# names the argument and lists the names the core knows.
+def test_dtype_names_are_parsed_in_one_place():
+    known = "float32, float16, bfloat16, float64, int8, uint8, int16, int32, int64, bool"
+    with pytest.raises(ValueError, match=rf"dtypes\[1\] \(b\): unknown dtype 'float8', expected one of {known}$"):
+        _core.sync.FlatLayout(["a", "b"], ["float32", "float8"], [1, 1], 64)
+    with pytest.raises(ValueError, match=f"dtype: unknown dtype 'half', expected one of {known}$"):
+        _core.ascend.plan(1, 4, 4, 97, 97, 64, False, None, "half")
+
+
 def test_python_front_door_checks_name_the_argument():
     with pytest.raises(TypeError, match="x: expected a torch.Tensor, got list"):
         tensors.cast([1.0], torch.float16)

@@ -293,10 +293,9 @@ def plan_tiling(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, 
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     causal = _check_flag(causal, "causal")
-    elem_bytes = torch.empty(0, dtype=dtype).element_size()
     lens = None if kv_lens is None else [int(x) for x in kv_lens]
-    return dict(_core.ascend.plan(batch, heads, kv_heads, q_len, kv_len, head_dim, causal, lens, elem_bytes,
-                                  **asdict(hw)))
+    return dict(_core.ascend.plan(batch, heads, kv_heads, q_len, kv_len, head_dim, causal, lens,
+                                  str(dtype).removeprefix("torch."), **asdict(hw)))
 
 
 def simulate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, scale: float | None = None,
