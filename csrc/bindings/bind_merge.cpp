@@ -14,7 +14,7 @@
 #include "merge/merge_kernels.h"
 #include "merge/safetensors_reader.h"
 #include "merge/safetensors_writer.h"
-#include "merge/work_pool.h"
+#include "common/work_pool.h"
 
 namespace py = pybind11;
 

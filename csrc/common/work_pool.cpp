@@ -1,4 +1,4 @@
-#include "merge/work_pool.h"
+#include "common/work_pool.h"
 
 #include <unistd.h>
 
@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-namespace pangu::merge {
+namespace pangu {
 namespace {
 
 struct Job {
@@ -123,4 +123,4 @@ void run_groups(int64_t groups, int threads, const std::function<void(int64_t, c
   if (job->error) std::rethrow_exception(job->error);
 }
 
-}  // namespace pangu::merge
+}  // namespace pangu
