@@ -37,7 +37,7 @@ py::dict build_info() {
   py::dict info;
   info["version"] = PANGU_VERSION;
   info["compiler"] = PANGU_COMPILER;
-  info["openmp"] = pangu::built_with_openmp();
+  info["threads_backend"] = pangu::kThreadsBackend;
   py::list compiled;
   std::string paths = PANGU_ISA_PATHS;
   size_t start = 0;
@@ -92,7 +92,7 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
-  m.def("build_info", &build_info, "Compiler, OpenMP, ISA paths compiled / detected / selected, threads.");
+  m.def("build_info", &build_info, "Compiler, thread system, ISA paths compiled / detected / selected, threads.");
   m.def("set_num_threads", &pangu::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &pangu::num_threads);
   m.def("set_isa", [](const std::string& name) { pangu::set_isa(pangu::parse_isa(name, "isa")); },
