@@ -415,17 +415,3 @@ def test_first_index_slices_equal_whole(method):
     assert torch.equal(torch.cat(parts), whole)
     with pytest.raises(ValueError, match="first_index: expected an int >= 0, got -1"):
         merge_tensor(method, models, **kw, first_index=-1)
-
-
-# The kernels' work pool runs every group exactly once whatever the thread count, under repetition
-# (helpers join late or not at all), and hands a body's exception to the caller.
-@pytest.mark.sanitize
-def test_work_pool_runs_each_group_once():
-    for _ in range(50):
-        for threads in (1, 2, 3, 8):
-            for groups in (0, 1, 2, 17, 300):
-                assert _core.merge._work_pool_counts(groups, threads, -1) == [1] * groups
-    for threads in (1, 2, 8):
-        with pytest.raises(ValueError, match="group 5 failed"):
-            _core.merge._work_pool_counts(100, threads, 5)
-        assert _core.merge._work_pool_counts(100, threads, -1) == [1] * 100  # usable after a failure
