@@ -3,8 +3,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <string>
+
 #include "bindings/registry.h"
 #include "bindings/tensor_caster.h"
+#include "common/cpu_features.h"
 #include "common/testing.h"
 
 namespace py = pybind11;
@@ -36,6 +39,9 @@ void bind(py::module_& m) {
         py::arg("fail_group"), Release(), "Per-group run counts of one work-pool call.");
   t.def("parallel_for_ranges", &testing::parallel_for_ranges, py::arg("n"), py::arg("grain"),
         py::arg("fail_index"), Release(), "The (begin, end) ranges one parallel_for call handed out.");
+  t.def("resolve_isa", [](const std::string& name, const std::string& detected) {
+    return isa_name(resolve_isa(name, "PANGU_ISA", parse_isa(detected, "detected")));
+  }, py::arg("name"), py::arg("detected"), "How PANGU_ISA=name resolves on a CPU whose best level is detected.");
 }
 
 }  // namespace
