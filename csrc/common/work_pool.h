@@ -3,8 +3,9 @@
 // and the call returns as soon as every group is done. A helper woken late (its core busy with another
 // process) finds the counter exhausted and does nothing, instead of holding everyone at a barrier for a
 // scheduler time slice, which is what a spinning OpenMP team costs on a shared, oversubscribed machine.
-// Helpers sleep on a condition variable between calls, so an idle pool takes no CPU. parallel_for
-// (threads.h) and the merge kernels both run on it.
+// Between calls helpers look for new work for a few microseconds, then sleep on a condition
+// variable, so an idle pool takes no CPU. parallel_for (threads.h) and the merge kernels both run
+// on it.
 #pragma once
 
 #include <cstdint>
