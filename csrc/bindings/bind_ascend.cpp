@@ -98,8 +98,8 @@ AttentionShape make_shape(int64_t batch, int64_t heads, int64_t kv_heads, int64_
 }
 
 py::dict plan(int64_t batch, int64_t heads, int64_t kv_heads, int64_t q_len, int64_t kv_len, int64_t head_dim,
-              bool causal, std::optional<std::vector<int64_t>> kv_lens, const std::string& dtype, int64_t ub, int64_t l1,
-              int64_t l0a, int64_t l0b, int64_t l0c, int64_t cores) {
+              bool causal, std::optional<std::vector<int64_t>> kv_lens, const std::string& dtype, int64_t ub,
+              int64_t l1, int64_t l0a, int64_t l0b, int64_t l0c, int64_t cores) {
   AttentionShape s = make_shape(batch, heads, kv_heads, q_len, kv_len, head_dim, causal, kv_lens);
   s.elem_bytes = dtype_size(parse_dtype(dtype, "dtype"));
   HardwareSpec hw = make_spec(ub, l1, l0a, l0b, l0c, cores);
