@@ -32,7 +32,7 @@ bench: install
 sanitize: sanitize-address sanitize-thread
 
 sanitize-address: install
-	PANGU_SANITIZE=address PANGU_OPENMP=OFF $(PY) -m pip install -q --no-deps --upgrade \
+	PANGU_SANITIZE=address $(PY) -m pip install -q --no-deps --upgrade \
 	  --config-settings=build-dir=build/asan --config-settings=cmake.build-type=RelWithDebInfo \
 	  --config-settings=install.strip=false --target build/asan-site .
 	rm -f build/asan-report.*
@@ -43,7 +43,7 @@ sanitize-address: install
 	  || { cat build/asan-report.* 2>/dev/null; exit 1; }
 
 sanitize-thread: install
-	PANGU_SANITIZE=thread PANGU_OPENMP=OFF $(PY) -m pip install -q --no-deps --upgrade \
+	PANGU_SANITIZE=thread $(PY) -m pip install -q --no-deps --upgrade \
 	  --config-settings=build-dir=build/tsan --config-settings=cmake.build-type=RelWithDebInfo \
 	  --config-settings=install.strip=false --target build/tsan-site .
 	rm -f build/tsan-report.*

@@ -85,37 +85,37 @@ def test_cast_writes_into_out_in_place():
 def test_a_write_through_the_core_is_seen_by_torch_and_numpy():
     # Zero copy: the C++ view aliases the caller's memory, whatever its strides.
     t = torch.zeros(4, 6, dtype=torch.bfloat16)
-    _core.common.fill(t[:, 2], 3.0)
+    _core.testing.fill(t[:, 2], 3.0)
     assert t[:, 2].eq(3).all() and t[:, [0, 1, 3, 4, 5]].eq(0).all()
     a = np.zeros((3, 5), dtype=np.float32)
-    _core.common.fill(a[::2, 1:4], -1.5)
+    _core.testing.fill(a[::2, 1:4], -1.5)
     assert (a[::2, 1:4] == -1.5).all() and a[1].sum() == 0
     view = torch.from_numpy(a)
-    _core.common.fill(view, 7.0)
+    _core.testing.fill(view, 7.0)
     assert (a == 7.0).all()
 
 
 def test_views_report_the_same_memory_shape_and_strides():
     t = torch.zeros(3, 8, dtype=torch.float16)[:, ::2]
-    d = _core.common.describe(t)
+    d = _core.testing.describe(t)
     assert d["data_ptr"] == t.data_ptr()
     assert d["shape"] == [3, 4] and d["strides"] == [8, 2]
     assert d["dtype"] == "float16" and not d["contiguous"]
     a = np.arange(12, dtype=np.int64).reshape(3, 4)
-    assert _core.common.describe(a)["data_ptr"] == a.ctypes.data
+    assert _core.testing.describe(a)["data_ptr"] == a.ctypes.data
 
 
 def test_tensors_that_require_grad_are_viewed_without_copy():
     t = torch.zeros(5, requires_grad=True)
-    assert _core.common.describe(t)["data_ptr"] == t.data_ptr()
+    assert _core.testing.describe(t)["data_ptr"] == t.data_ptr()
 
 
 def test_read_only_numpy_arrays_are_viewed_but_never_written():
     a = np.zeros(4, dtype=np.float32)
     a.flags.writeable = False
-    assert _core.common.describe(a)["readonly"]
+    assert _core.testing.describe(a)["readonly"]
     with pytest.raises(ValueError, match="tensor: expected a writable array"):
-        _core.common.fill(a, 1.0)
+        _core.testing.fill(a, 1.0)
 
 
 def test_errors_name_the_argument():
@@ -127,6 +127,16 @@ def test_errors_name_the_argument():
         _core.common.convert(torch.zeros(4, 4).t(), torch.zeros(16, dtype=torch.bfloat16))
     with pytest.raises(TypeError):
         _core.common.convert([1.0, 2.0], torch.zeros(2))
+
+
+# Dtype names reach the core through one parser (common/dtype.h): an unknown name is a ValueError that
+# names the argument and lists the names the core knows.
+def test_dtype_names_are_parsed_in_one_place():
+    known = "float32, float16, bfloat16, float64, int8, uint8, int16, int32, int64, bool"
+    with pytest.raises(ValueError, match=rf"dtypes\[1\] \(b\): unknown dtype 'float8', expected one of {known}$"):
+        _core.sync.FlatLayout(["a", "b"], ["float32", "float8"], [1, 1], 64)
+    with pytest.raises(ValueError, match=f"dtype: unknown dtype 'half', expected one of {known}$"):
+        _core.ascend.plan(1, 4, 4, 97, 97, 64, False, None, "half")
 
 
 def test_python_front_door_checks_name_the_argument():

@@ -4,9 +4,11 @@
 #include <pybind11/stl.h>
 
 #include <optional>
+#include <string>
 
 #include "bindings/registry.h"
 #include "bindings/tensor_caster.h"
+#include "common/dtype.h"
 #include "kernels/ascend/host/flash_attention_sim.h"
 #include "kernels/ascend/host/flash_attention_tiling.h"
 
@@ -96,10 +98,10 @@ AttentionShape make_shape(int64_t batch, int64_t heads, int64_t kv_heads, int64_
 }
 
 py::dict plan(int64_t batch, int64_t heads, int64_t kv_heads, int64_t q_len, int64_t kv_len, int64_t head_dim,
-              bool causal, std::optional<std::vector<int64_t>> kv_lens, int64_t elem_bytes, int64_t ub, int64_t l1,
-              int64_t l0a, int64_t l0b, int64_t l0c, int64_t cores) {
+              bool causal, std::optional<std::vector<int64_t>> kv_lens, const std::string& dtype, int64_t ub,
+              int64_t l1, int64_t l0a, int64_t l0b, int64_t l0c, int64_t cores) {
   AttentionShape s = make_shape(batch, heads, kv_heads, q_len, kv_len, head_dim, causal, kv_lens);
-  s.elem_bytes = elem_bytes;
+  s.elem_bytes = dtype_size(parse_dtype(dtype, "dtype"));
   HardwareSpec hw = make_spec(ub, l1, l0a, l0b, l0c, cores);
   Tiling t = ascend::plan_tiling(s, hw);
   return to_dict(s, t, hw);
@@ -147,7 +149,6 @@ py::dict simulate(const TensorView& q, const TensorView& k, const TensorView& v,
     py::gil_scoped_release release;
     t = ascend::simulate(q, k, v, out, lens, causal, scale, hw);
     s = ascend::shape_of(q, k, v, lens, causal);
-    s.elem_bytes = 2;
   }
   return to_dict(s, t, hw);
 }
@@ -156,7 +157,7 @@ void bind(py::module_& m) {
   py::module_ a = m.def_submodule("ascend", "Ascend C flash-attention tiling and its CPU simulation");
   const HardwareSpec def;
   a.def("plan", &plan, py::arg("batch"), py::arg("heads"), py::arg("kv_heads"), py::arg("q_len"), py::arg("kv_len"),
-        py::arg("head_dim"), py::arg("causal") = false, py::arg("kv_lens") = py::none(), py::arg("elem_bytes") = 2,
+        py::arg("head_dim"), py::arg("causal") = false, py::arg("kv_lens") = py::none(), py::arg("dtype") = "bfloat16",
         py::arg("ub_bytes") = def.ub_bytes, py::arg("l1_bytes") = def.l1_bytes, py::arg("l0a_bytes") = def.l0a_bytes,
         py::arg("l0b_bytes") = def.l0b_bytes, py::arg("l0c_bytes") = def.l0c_bytes,
         py::arg("num_cores") = def.num_cores,

@@ -3,7 +3,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <atomic>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -14,7 +13,6 @@
 #include "merge/merge_kernels.h"
 #include "merge/safetensors_reader.h"
 #include "merge/safetensors_writer.h"
-#include "merge/work_pool.h"
 
 namespace py = pybind11;
 
@@ -54,19 +52,6 @@ py::tuple kth(const std::optional<TensorView>& base, const TensorView& model, in
   return py::make_tuple(t.value, t.greater, t.equal);
 }
 
-// For the pool's stress test: how often each group ran; group `fail_group` throws after counting.
-std::vector<int> work_pool_counts(int64_t groups, int threads, int64_t fail_group) {
-  PANGU_CHECK(groups >= 0, Value, "groups: expected >= 0, got ", groups);
-  std::vector<std::atomic<int>> counts(static_cast<size_t>(groups));
-  run_groups(groups, threads, [&](int64_t first, const ClaimGroup& claim) {
-    for (int64_t g = first; g >= 0; g = claim()) {
-      counts[static_cast<size_t>(g)].fetch_add(1);
-      PANGU_CHECK(g != fail_group, Value, "group ", g, " failed");
-    }
-  });
-  return std::vector<int>(counts.begin(), counts.end());
-}
-
 py::array reader_buffer(const SafetensorsReader& reader, int64_t begin, int64_t end, const std::string& name) {
   char* data = reader.range(begin, end, name);
   auto* holder = new std::shared_ptr<void>(reader.keeper());
@@ -93,8 +78,6 @@ void bind(py::module_& m) {
            std::string_view view(data);
            return xxh64(view.data(), view.size(), seed);
          }, py::arg("data"), py::arg("seed") = 0, "XXH64 of a bytes object (for tests of the hash).");
-  mm.def("_work_pool_counts", &work_pool_counts, py::arg("groups"), py::arg("threads"), py::arg("fail_group"),
-         py::call_guard<py::gil_scoped_release>(), "Test hook: per-group run counts of one work-pool call.");
   mm.def("dare_uniform", &dare_uniform, py::arg("seed"), py::arg("tensor_id"), py::arg("model"), py::arg("index"),
          "The counter-based uniform draw DARE uses for one element.");
 

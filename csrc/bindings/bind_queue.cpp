@@ -8,7 +8,7 @@
 #include "bindings/registry.h"
 #include "common/errors.h"
 #include "queue/native_loop.h"
-#include "queue/object_queue.h"
+#include "bindings/object_queue.h"
 
 namespace py = pybind11;
 using pangu::queue::ObjectQueue;

@@ -4,9 +4,12 @@
 #include <pybind11/stl.h>
 
 #include <optional>
+#include <string>
 
 #include "bindings/registry.h"
 #include "bindings/tensor_caster.h"
+#include "common/dtype.h"
+#include "sync/flat_layout.h"
 #include "sync/shm_segment.h"
 #include "sync/ssp_clock.h"
 #include "sync/weight_store.h"
@@ -17,17 +20,6 @@ namespace pangu {
 namespace {
 
 using Release = py::call_guard<py::gil_scoped_release>;
-
-DType parse_dtype(const std::string& name, const std::string& arg) {
-  static const std::pair<const char*, DType> known[] = {
-      {"float32", DType::F32}, {"float16", DType::F16}, {"bfloat16", DType::BF16}, {"float64", DType::F64},
-      {"int8", DType::I8},     {"uint8", DType::U8},    {"int16", DType::I16},     {"int32", DType::I32},
-      {"int64", DType::I64},   {"bool", DType::Bool}};
-  for (const auto& [n, d] : known) {
-    if (name == n) return d;
-  }
-  fail(ErrorKind::Type, arg, ": unsupported dtype '", name, "'");
-}
 
 uint8_t* byte_buffer(const TensorView& t, int64_t bytes, const char* arg, bool writable) {
   check_cpu(t, arg);
@@ -40,7 +32,10 @@ uint8_t* byte_buffer(const TensorView& t, int64_t bytes, const char* arg, bool w
 FlatLayout make_layout(std::vector<std::string> names, const std::vector<std::string>& dtypes,
                        std::vector<int64_t> numels, int64_t bucket_bytes) {
   std::vector<DType> parsed;
-  for (size_t i = 0; i < dtypes.size(); ++i) parsed.push_back(parse_dtype(dtypes[i], i < names.size() ? names[i] : "dtypes"));
+  for (size_t i = 0; i < dtypes.size(); ++i) {
+    std::string arg = "dtypes[" + std::to_string(i) + "]" + (i < names.size() ? " (" + names[i] + ")" : "");
+    parsed.push_back(parse_dtype(dtypes[i], arg.c_str()));
+  }
   return FlatLayout(std::move(names), std::move(parsed), std::move(numels), bucket_bytes);
 }
 

@@ -37,7 +37,7 @@ py::dict build_info() {
   py::dict info;
   info["version"] = PANGU_VERSION;
   info["compiler"] = PANGU_COMPILER;
-  info["openmp"] = pangu::built_with_openmp();
+  info["threads_backend"] = pangu::kThreadsBackend;
   py::list compiled;
   std::string paths = PANGU_ISA_PATHS;
   size_t start = 0;
@@ -70,6 +70,8 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pangu_core C++ core (no libtorch; tensors arrive zero-copy through DLPack)";
+  // A bad PANGU_ISA fails the import (pybind11 turns the error into ImportError with its message).
+  pangu::apply_isa_environment();
 
   g_queue_full = PyErr_NewExceptionWithDoc("pangu_core._core.QueueFull",
                                            "A put found the queue at capacity (overflow policy 'reject').",
@@ -92,11 +94,12 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
-  m.def("build_info", &build_info, "Compiler, OpenMP, ISA paths compiled / detected / selected, threads.");
+  m.def("build_info", &build_info, "Compiler, thread system, ISA paths compiled / detected / selected, threads.");
   m.def("set_num_threads", &pangu::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &pangu::num_threads);
-  m.def("set_isa", [](const std::string& name) { pangu::set_isa(pangu::parse_isa(name, "isa")); },
-        py::arg("isa"));
+  m.def("set_isa", [](const std::string& name) {
+    pangu::set_isa(pangu::resolve_isa(name, "isa", pangu::detected_isa()));
+  }, py::arg("isa"));
   m.def("reset_isa", &pangu::reset_isa);
   m.def("available_isas", [] {
     std::vector<std::string> names;

@@ -7,48 +7,6 @@ namespace py = pybind11;
 namespace pangu::bindings {
 namespace {
 
-DType dtype_from_dlpack(const dlpack::DataType& t, const char* arg) {
-  PANGU_CHECK(t.lanes == 1, Type, arg, ": vector dtypes (lanes=", t.lanes, ") are not supported");
-  switch (t.code) {
-    case 2:
-      if (t.bits == 32) return DType::F32;
-      if (t.bits == 16) return DType::F16;
-      if (t.bits == 64) return DType::F64;
-      break;
-    case 4:
-      if (t.bits == 16) return DType::BF16;
-      break;
-    case 0:
-      if (t.bits == 8) return DType::I8;
-      if (t.bits == 16) return DType::I16;
-      if (t.bits == 32) return DType::I32;
-      if (t.bits == 64) return DType::I64;
-      break;
-    case 1:
-      if (t.bits == 8) return DType::U8;
-      break;
-    case 6:
-      if (t.bits == 8) return DType::Bool;
-      break;
-  }
-  fail(ErrorKind::Type, arg, ": unsupported dtype (DLPack code ", int(t.code), ", ", int(t.bits), " bits)");
-}
-
-DType dtype_from_format(const py::buffer_info& info, const char* arg) {
-  const std::string& f = info.format;
-  char c = f.empty() ? '?' : f.back();
-  if (info.itemsize == 4 && c == 'f') return DType::F32;
-  if (info.itemsize == 8 && c == 'd') return DType::F64;
-  if (info.itemsize == 2 && c == 'e') return DType::F16;
-  if (info.itemsize == 1 && c == '?') return DType::Bool;
-  if (info.itemsize == 1 && (c == 'b')) return DType::I8;
-  if (info.itemsize == 1 && (c == 'B')) return DType::U8;
-  if (info.itemsize == 2 && (c == 'h')) return DType::I16;
-  if (info.itemsize == 4 && (c == 'i' || c == 'l')) return DType::I32;
-  if (info.itemsize == 8 && (c == 'q' || c == 'l')) return DType::I64;
-  fail(ErrorKind::Type, arg, ": unsupported buffer format '", f, "'");
-}
-
 TensorView from_dlpack(py::handle obj, const char* arg) {
   py::object exporter = py::reinterpret_borrow<py::object>(obj);
   py::object requires_grad = py::getattr(exporter, "requires_grad", py::none());
@@ -69,7 +27,7 @@ TensorView from_dlpack(py::handle obj, const char* arg) {
       m->deleter(m);
     }
   });
-  view.dtype = dtype_from_dlpack(t.dtype, arg);
+  view.dtype = dtype_from_dlpack(t.dtype.code, t.dtype.bits, t.dtype.lanes, arg);
   view.device_type = t.device.device_type;
   view.device_id = t.device.device_id;
   view.data = static_cast<char*>(t.data) + t.byte_offset;
@@ -91,7 +49,7 @@ TensorView from_buffer(py::handle obj, const char* arg) {
   py::buffer buffer = py::reinterpret_borrow<py::buffer>(obj);
   py::buffer_info info = buffer.request();
   TensorView view;
-  view.dtype = dtype_from_format(info, arg);
+  view.dtype = dtype_from_buffer_format(info.format, info.itemsize, arg);
   view.data = info.ptr;
   view.readonly = info.readonly;
   view.shape = info.shape;

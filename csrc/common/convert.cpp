@@ -4,6 +4,7 @@
 
 #include "common/cpu_features.h"
 #include "common/errors.h"
+#include "common/threads.h"
 
 namespace pangu {
 namespace scalar {
@@ -66,6 +67,26 @@ void convert_floats(const void* src, DType from, void* dst, DType to, size_t n) 
     load_as_f32(static_cast<const uint16_t*>(src) + done, from, buffer, m);
     store_from_f32(buffer, static_cast<uint16_t*>(dst) + done, to, m);
   }
+}
+
+void convert_tensor(const TensorView& src, const TensorView& dst) {
+  check_cpu(src, "src");
+  check_cpu(dst, "dst");
+  check_dtype(src, "src", {DType::F32, DType::F16, DType::BF16});
+  check_dtype(dst, "dst", {DType::F32, DType::F16, DType::BF16});
+  check_contiguous(src, "src");
+  check_contiguous(dst, "dst");
+  check_writable(dst, "dst");
+  PANGU_CHECK(src.numel() == dst.numel(), Value, "dst: expected ", src.numel(), " elements like src, got ",
+              dst.numel());
+  const char* in = static_cast<const char*>(src.data);
+  char* out = static_cast<char*>(dst.data);
+  const int64_t in_size = dtype_size(src.dtype), out_size = dtype_size(dst.dtype);
+  // 64K elements per range: below that, waking a helper costs more than the copy it would share.
+  parallel_for(src.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+    convert_floats(in + begin * in_size, src.dtype, out + begin * out_size, dst.dtype,
+                   static_cast<size_t>(end - begin));
+  });
 }
 
 }  // namespace pangu

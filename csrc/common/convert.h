@@ -1,14 +1,21 @@
 // Bulk conversions between float32, float16 and bfloat16, vectorised with runtime ISA dispatch.
 // Results are bit-identical on every path (round to nearest even, NaN canonicalised as in dtype.h).
-// Thread-safe; single-threaded per call (callers parallelise over chunks).
+// Thread-safe; the buffer functions are single-threaded per call (callers parallelise over chunks).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "common/dtype.h"
+#include "common/tensor_view.h"
 
 namespace pangu {
+
+// Converts src into dst element by element (same element count, any pair among float32, float16,
+// bfloat16, both contiguous CPU tensors, dst writable; overlapping memory is not supported), parallel
+// over num_threads(). Checks everything first and throws naming "src" or "dst"; writes nothing then.
+// Thread-safe for distinct destinations. O(n).
+void convert_tensor(const TensorView& src, const TensorView& dst);
 
 // Reads n elements of `from` (F32, F16 or BF16) and writes them as float32. O(n).
 void load_as_f32(const void* src, DType from, float* dst, size_t n);

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <string>
 
 #include "common/errors.h"
 
@@ -23,15 +24,16 @@ Isa probe() {
   return Isa::Scalar;
 }
 
-Isa initial_cap() {
-  const char* env = std::getenv("PANGU_ISA");
-  if (env == nullptr || *env == '\0') return Isa::Avx512Bf16;
-  return parse_isa(env, "PANGU_ISA");
+std::atomic<int>& cap() {
+  static std::atomic<int> value{static_cast<int>(Isa::Avx512Bf16)};
+  return value;
 }
 
-std::atomic<int>& cap() {
-  static std::atomic<int> value{static_cast<int>(initial_cap())};
-  return value;
+std::string supported_list(Isa detected) {
+  std::string names;
+  for (int i = 0; i <= static_cast<int>(detected); ++i)
+    names += (names.empty() ? "" : ", ") + std::string(isa_name(static_cast<Isa>(i)));
+  return names;
 }
 
 }  // namespace
@@ -56,6 +58,12 @@ void set_isa(Isa isa) {
 
 void reset_isa() { cap().store(static_cast<int>(Isa::Avx512Bf16)); }
 
+void apply_isa_environment() {
+  const char* env = std::getenv("PANGU_ISA");
+  if (env == nullptr || *env == '\0') return;
+  cap().store(static_cast<int>(resolve_isa(env, "PANGU_ISA", detected_isa())));
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return "scalar";
@@ -72,6 +80,13 @@ Isa parse_isa(const std::string& name, const char* what) {
   }
   fail(ErrorKind::Value, what, ": expected one of 'scalar', 'avx2', 'avx512', 'avx512_bf16', got '",
        name, "'");
+}
+
+Isa resolve_isa(const std::string& name, const char* what, Isa detected) {
+  Isa isa = parse_isa(name, what);
+  PANGU_CHECK(static_cast<int>(isa) <= static_cast<int>(detected), Value, what, ": this CPU runs ",
+              supported_list(detected), "; it cannot run '", name, "'");
+  return isa;
 }
 
 std::vector<Isa> available_isas() {

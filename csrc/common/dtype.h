@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 namespace pangu {
 
@@ -35,6 +36,19 @@ inline const char* dtype_name(DType t) {
   }
   return "unknown";
 }
+
+// Parsers for every way a dtype reaches the core; bindings use these rather than their own tables.
+// All are pure and thread-safe.
+
+// The DType named `name` as dtype_name() spells it ("float32", "bfloat16", "int64", ...). Throws
+// ValueError "<arg>: unknown dtype '<name>', expected one of float32, ..." otherwise.
+DType parse_dtype(const std::string& name, const char* arg);
+// The DType of a DLPack data type (type code: 0 int, 1 uint, 2 float, 4 bfloat, 6 bool; bits; lanes).
+// Throws TypeError naming `arg` for a type the core does not handle (vectors, uint16, ...).
+DType dtype_from_dlpack(uint8_t code, uint8_t bits, uint16_t lanes, const char* arg);
+// The DType of a buffer-protocol item (struct-module format string, e.g. "<f", and item size in
+// bytes). Throws TypeError naming `arg` for formats the core does not handle.
+DType dtype_from_buffer_format(const std::string& format, int64_t itemsize, const char* arg);
 
 inline bool is_float16_family(DType t) { return t == DType::F16 || t == DType::BF16; }
 

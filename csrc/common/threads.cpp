@@ -3,17 +3,14 @@
 #include <atomic>
 #include <cstdlib>
 #include <thread>
-#include <vector>
 
 #include "common/errors.h"
-
-#ifdef PANGU_WITH_OPENMP
-#include <omp.h>
-#endif
 
 namespace pangu {
 namespace {
 
+// OMP_NUM_THREADS is what users already set to size a process's compute threads (torch reads it
+// too), so it stays the default although the core no longer uses OpenMP.
 int default_threads() {
   const char* env = std::getenv("OMP_NUM_THREADS");
   if (env != nullptr) {
@@ -36,33 +33,6 @@ int num_threads() { return thread_setting().load(std::memory_order_relaxed); }
 void set_num_threads(int n) {
   PANGU_CHECK(n >= 1, Value, "n: expected a thread count >= 1, got ", n);
   thread_setting().store(n);
-#ifdef PANGU_WITH_OPENMP
-  omp_set_num_threads(n);
-#endif
 }
 
-bool built_with_openmp() {
-#ifdef PANGU_WITH_OPENMP
-  return true;
-#else
-  return false;
-#endif
-}
-
-namespace detail {
-
-void run_parallel(int64_t chunks, int threads, const std::function<void(int64_t)>& body) {
-#ifdef PANGU_WITH_OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (int64_t c = 0; c < chunks; ++c) body(c);
-#else
-  std::vector<std::thread> workers;
-  workers.reserve(static_cast<size_t>(chunks - 1));
-  for (int64_t c = 1; c < chunks; ++c) workers.emplace_back(body, c);
-  body(0);
-  for (auto& w : workers) w.join();
-#endif
-}
-
-}  // namespace detail
 }  // namespace pangu

@@ -1,51 +1,48 @@
-// Thread count shared by every parallel part, and a parallel loop that propagates exceptions.
-// Uses OpenMP when built with it (PANGU_WITH_OPENMP), otherwise short-lived std::threads.
+// Thread count shared by every parallel part, and the parallel loop they use. Every loop runs on the
+// work pool (work_pool.h): the calling thread works too, ranges are claimed dynamically so a thread
+// that lost its core to another process simply takes fewer, and helpers sleep between calls.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
-#include <exception>
-#include <functional>
-#include <mutex>
+
+#include "common/work_pool.h"
 
 namespace pangu {
 
-// Threads a parallel_for uses: set_num_threads(n), else OMP_NUM_THREADS, else the core count.
+// The thread system parallel loops run on, as build_info() reports it.
+constexpr const char* kThreadsBackend = "pool";
+
+// Threads a parallel_for uses: set_num_threads(n), else OMP_NUM_THREADS (read once, at first use),
+// else the core count. Thread-safe.
 int num_threads();
-// n >= 1; throws ValueError otherwise. Process-wide.
+// Sets the thread count of every later parallel call, process-wide; n >= 1, ValueError otherwise.
+// Thread-safe; calls already running keep the count they started with.
 void set_num_threads(int n);
-bool built_with_openmp();
 
-namespace detail {
-void run_parallel(int64_t chunks, int threads, const std::function<void(int64_t)>& body);
-}
+// Ranges handed out per thread: more than one, so that a thread slowed down by another process
+// leaves its share to the others, and few enough that per-range setup (scratch buffers) stays small.
+constexpr int64_t kRangesPerThread = 4;
 
-// Calls fn(begin, end) over disjoint ranges covering [0, n), each at least `grain` long (but the
-// last), on up to num_threads() threads. Blocks until all are done; rethrows the first exception.
-// Runs inline when one thread or one chunk suffices.
+// Calls fn(begin, end) over disjoint ranges covering [0, n), on up to num_threads() threads (the
+// caller among them). Every range is at least `grain` long unless n itself is shorter, and there are
+// at most kRangesPerThread per thread; a range is the unit threads claim, so fn should set up its
+// scratch once per call. Blocks until all ranges are done; rethrows the first exception fn threw
+// (ranges not yet started are then skipped). Runs fn(0, n) inline when one range suffices.
+// Thread-safe; may be called from inside another parallel_for.
 template <typename F>
 void parallel_for(int64_t n, int64_t grain, F&& fn) {
   if (n <= 0) return;
-  if (grain < 1) grain = 1;
-  int threads = num_threads();
-  int64_t max_chunks = (n + grain - 1) / grain;
-  int64_t chunks = max_chunks < threads ? max_chunks : threads;
-  if (chunks <= 1) {
+  grain = std::max<int64_t>(grain, 1);
+  const int threads = num_threads();
+  const int64_t ranges = std::min<int64_t>(n / grain, threads * kRangesPerThread);
+  if (threads <= 1 || ranges <= 1) {
     fn(int64_t{0}, n);
     return;
   }
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  detail::run_parallel(chunks, static_cast<int>(chunks), [&](int64_t c) {
-    int64_t begin = n * c / chunks;
-    int64_t end = n * (c + 1) / chunks;
-    try {
-      fn(begin, end);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-    }
+  run_groups(ranges, threads, [&](int64_t first, const ClaimGroup& claim) {
+    for (int64_t r = first; r >= 0; r = claim()) fn(n * r / ranges, n * (r + 1) / ranges);
   });
-  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace pangu

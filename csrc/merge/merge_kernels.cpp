@@ -11,7 +11,7 @@
 #include "common/cpu_features.h"
 #include "common/threads.h"
 #include "merge/merge_block_impl.h"
-#include "merge/work_pool.h"
+#include "common/work_pool.h"
 
 namespace pangu::merge {
 
@@ -72,8 +72,8 @@ inline const char* element_ptr(const TensorView& t, int64_t index) {
 }
 
 // Runs fn(first_block, last_block) over groups of kGrainBlocks blocks on num_threads() threads of the
-// work pool (work_pool.h): groups go to whichever thread asks next, so a thread slowed down by another
-// process simply takes fewer, and none is waited for unless it holds a group. Each block's result
+// work pool (common/work_pool.h): groups go to whichever thread asks next, so a thread slowed down by
+// another process simply takes fewer, and none is waited for unless it holds a group. Each block's result
 // depends only on its own elements, so the bits do not change with the thread count or timing.
 template <typename Fn>
 void for_each_block_group(int64_t blocks, Fn&& fn) {

@@ -1,7 +1,8 @@
 // Checkpoint merge kernels: one tensor at a time, float32 accumulation, float32/float16/bfloat16 in
-// and out (each input may have its own dtype), multi-threaded on the work pool (work_pool.h),
-// vectorised with runtime ISA dispatch. Results are identical for every thread count and ISA path: work is cut into
-// fixed blocks of kBlock elements and every reduction is summed block by block in a fixed order.
+// and out (each input may have its own dtype), multi-threaded on the work pool (common/work_pool.h),
+// vectorised with runtime ISA dispatch. Results are identical for every thread count and ISA path:
+// work is cut into fixed blocks of kBlock elements and every reduction is summed block by block in a
+// fixed order.
 //
 // All methods share one formula over task vectors d_i = theta_i - base (base = 0 when absent):
 //     d_i'   = sparsify_i(d_i)                       (none, top-k magnitude, or random drop)

@@ -1,6 +1,6 @@
 // Thread-safe, bounded, multi-producer multi-consumer priority queue of opaque payloads: the data
 // queue between RL rollout workers and the learner. The payload is a pointer-sized handle the queue
-// never looks into (object_queue.h stores owned Python references in it).
+// never looks into (bindings/object_queue.h stores owned Python references in it).
 //
 // Order. Each item has a priority (double, higher first), a policy version (int64) and an insertion
 // sequence (ties go oldest first). With an age boost alpha >= 0 the order uses the effective priority

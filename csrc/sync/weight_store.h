@@ -1,6 +1,6 @@
 // Versioned weight store: a learner publishes a state dict as one version, flattened into
 // contiguous buckets by multi-threaded copies (optionally cast, e.g. fp32 master -> bf16 rollout
-// copy); a ring of K versions lives in heap memory (one process) or in a POSIX shared-memory
+// copy; see flat_layout.h); a ring of K versions lives in heap memory (one process) or in a POSIX shared-memory
 // segment (every process on the host); readers copy a version straight into an existing model's
 // parameters, in place, with no allocation in steady state.
 //
@@ -30,59 +30,10 @@
 #include <vector>
 
 #include "common/tensor_view.h"
+#include "sync/flat_layout.h"
 #include "sync/shm_segment.h"
 
 namespace pangu {
-
-// Where each tensor of a state dict sits in one flat version. Tensors keep their order; a bucket
-// is a run of consecutive tensors of at most bucket_bytes (a larger tensor gets a bucket of its
-// own); every tensor and bucket starts at a 64-byte boundary. Immutable after construction, so
-// safe to share between threads.
-class FlatLayout {
- public:
-  struct Entry {
-    std::string name;
-    DType dtype;      // dtype stored in the flat buffer
-    int64_t numel;
-    int64_t offset;   // bytes from the start of the flat buffer
-    int64_t nbytes;
-    int32_t bucket;
-  };
-
-  // names, dtypes and numels have one item per tensor (numel >= 0); bucket_bytes >= 1.
-  FlatLayout(std::vector<std::string> names, std::vector<DType> dtypes, std::vector<int64_t> numels,
-             int64_t bucket_bytes);
-
-  const std::vector<Entry>& entries() const { return entries_; }
-  int64_t total_bytes() const { return total_bytes_; }
-  int64_t bucket_limit() const { return bucket_limit_; }
-  int64_t num_buckets() const { return static_cast<int64_t>(bucket_offsets_.size()); }
-  int64_t bucket_offset(int64_t b) const { return bucket_offsets_[static_cast<size_t>(b)]; }
-  int64_t bucket_bytes(int64_t b) const { return bucket_sizes_[static_cast<size_t>(b)]; }
-
- private:
-  std::vector<Entry> entries_;
-  std::vector<int64_t> bucket_offsets_, bucket_sizes_;
-  int64_t total_bytes_ = 0;
-  int64_t bucket_limit_ = 1;
-};
-
-// Copies tensors[i] into base + entries[i].offset, casting between float32/float16/bfloat16 when
-// the tensor's dtype differs from the stored one (round to nearest even). Work is split evenly by
-// bytes over pangu::num_threads(). Tensors must be contiguous CPU tensors with the entry's numel;
-// errors name the tensor. `base` must hold layout.total_bytes(). When `buckets` is non-empty only
-// the tensors of those buckets are copied (so a sender can overlap flattening with sending).
-void flatten(const FlatLayout& layout, const std::vector<TensorView>& tensors, uint8_t* base,
-             const std::vector<int64_t>& buckets = {});
-
-// The reverse: writes base + entries[i].offset into tensors[i] in place (writable, contiguous,
-// dtype equal to the stored one, or another float dtype to cast to). When `buckets` is non-empty
-// only the tensors of those buckets are written. No allocation besides the work list.
-void unflatten(const FlatLayout& layout, const uint8_t* base, const std::vector<TensorView>& tensors,
-               const std::vector<int64_t>& buckets = {});
-
-// Per bucket: true when the bytes of `a` and `b` (two flat buffers of this layout) differ.
-std::vector<bool> changed_buckets(const FlatLayout& layout, const uint8_t* a, const uint8_t* b);
 
 // The ring of versions. Create one as the publisher (heap or shared memory); open a shared one by
 // name as a reader. All methods are thread-safe; publish() calls are serialised.

@@ -54,9 +54,9 @@ __all__ = [
 def build_info() -> dict[str, Any]:
     """How the core was built and what it runs on this machine.
 
-    Keys: version, compiler, openmp (bool), isa_compiled (paths in the binary), isa_detected (best
-    the CPU supports), isa_selected (what dispatch uses now), threads, ascend (Ascend C kernels
-    built), sanitizer ("", "address" or "thread").
+    Keys: version, compiler, threads_backend ("pool": the core's one thread system), isa_compiled
+    (paths in the binary), isa_detected (best the CPU supports), isa_selected (what dispatch uses
+    now), threads, ascend (Ascend C kernels built), sanitizer ("", "address" or "thread").
     """
     return dict(_core.build_info())
 

@@ -125,7 +125,9 @@ AttentionShape shape_of(const TensorView& q, const TensorView& k, const TensorVi
   s.head_dim = q.size(3);
   s.kv_heads = k.size(1);
   s.kv_len = k.size(2);
-  s.elem_bytes = dtype_size(q.dtype);
+  // Tiles are planned for the tensors the NPU kernel takes (float16 / bfloat16): a float32 input is
+  // simulated as its bfloat16 copy would run, so the schedule is the kernel's.
+  s.elem_bytes = dtype_size(q.dtype == DType::F32 ? DType::BF16 : q.dtype);
   s.causal = causal;
   s.kv_lens = kv_lens;
   return s;
@@ -135,10 +137,7 @@ Tiling simulate(const TensorView& q, const TensorView& k, const TensorView& v, c
                 const std::vector<int64_t>& kv_lens, bool causal, double scale, const HardwareSpec& hw) {
   check_inputs(q, k, v, out);
   PANGU_CHECK(std::isfinite(scale) && scale > 0.0, Value, "scale: expected a finite number > 0, got ", scale);
-  // Float32 inputs are simulated with 2-byte tiles so the schedule is the one the kernel runs on the
-  // float16/bfloat16 tensors the NPU takes.
-  AttentionShape s = shape_of(q, k, v, kv_lens, causal);
-  s.elem_bytes = 2;
+  const AttentionShape s = shape_of(q, k, v, kv_lens, causal);
   Tiling t = plan_tiling(s, hw);
   const int64_t d = s.head_dim;
   const char* qp = static_cast<const char*>(q.data);

@@ -21,7 +21,8 @@ namespace pangu::ascend {
 Tiling simulate(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                 const std::vector<int64_t>& kv_lens, bool causal, double scale, const HardwareSpec& hw);
 
-// The AttentionShape that simulate() plans for, from validated views (exposed for the bindings).
+// The AttentionShape that simulate() plans for (element size of the NPU kernel's input dtype: q's
+// own for float16 / bfloat16, bfloat16's for float32), from validated views. Throws like simulate().
 AttentionShape shape_of(const TensorView& q, const TensorView& k, const TensorView& v,
                         const std::vector<int64_t>& kv_lens, bool causal);
 

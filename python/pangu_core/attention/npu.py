@@ -30,7 +30,7 @@ import torch
 from pangu_core import _core, device
 from pangu_core.attention.mask import visibility_mask
 from pangu_core.config import Config, expect, is_number
-from pangu_core.tensors import FLOAT_DTYPES, check_tensor, dtype_name, element_size
+from pangu_core.tensors import FLOAT_DTYPES, check_tensor, dtype_name
 
 ENV_VAR = "PANGU_NPU_ATTENTION"
 # torch_npu's compressed causal mask: the operators read a fixed 2048 x 2048 upper triangle.
@@ -292,10 +292,9 @@ def plan_tiling(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, 
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     causal = _check_flag(causal, "causal")
-    elem_bytes = element_size(dtype)
     lens = None if kv_lens is None else [int(x) for x in kv_lens]
-    return dict(_core.ascend.plan(batch, heads, kv_heads, q_len, kv_len, head_dim, causal, lens, elem_bytes,
-                                  **asdict(hw)))
+    return dict(_core.ascend.plan(batch, heads, kv_heads, q_len, kv_len, head_dim, causal, lens,
+                                  dtype_name(dtype), **asdict(hw)))
 
 
 def simulate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, scale: float | None = None,

@@ -63,7 +63,7 @@ def machine_info() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "threads": info["threads"],
         "isa": info["isa_selected"],
-        "openmp": info["openmp"],
+        "threads_backend": info["threads_backend"],
         "compiler": info["compiler"],
         "version": info["version"],
         "python": platform.python_version(),

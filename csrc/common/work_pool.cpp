@@ -1,9 +1,10 @@
-#include "merge/work_pool.h"
+#include "common/work_pool.h"
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <memory>
@@ -11,12 +12,38 @@
 #include <thread>
 #include <vector>
 
-namespace pangu::merge {
+namespace pangu {
 namespace {
+
+// Helpers and a caller waiting for helpers look for news this long before they sleep: a parallel
+// call that follows within microseconds (the next loop of the same kernel) then finds its helpers
+// awake, and a caller whose helper is finishing its last group is not put to sleep for it. Longer
+// would make idle helpers compete for the cores with whatever runs between calls.
+constexpr auto kSpin = std::chrono::microseconds(5);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Spins until done() or for kSpin; returns done().
+template <typename Done>
+bool spin_until(Done&& done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  while (!done()) {
+    for (int i = 0; i < 16; ++i) cpu_relax();
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+  return true;
+}
 
 struct Job {
   int64_t groups = 0;
-  int helpers = 0;  // pool threads allowed to join: indices below this
+  int helpers = 0;              // pool threads allowed to join
+  std::atomic<int> joined{0};   // pool threads that tried to
   const std::function<void(int64_t, const ClaimGroup&)>* body = nullptr;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
@@ -65,35 +92,44 @@ class Pool {
   }
 
   void run(const std::shared_ptr<Job>& job) {
+    int sleeping = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       while (static_cast<int>(helpers_.size()) < job->helpers) {
-        int index = static_cast<int>(helpers_.size());
-        helpers_.emplace_back([this, index] { loop(index); });
+        helpers_.emplace_back([this] { loop(); });
         helpers_.back().detach();
       }
       current_ = job;
-      ++generation_;
+      generation_.fetch_add(1);
+      sleeping = sleepers_;
     }
-    wake_.notify_all();
+    // Spinning helpers see the new generation by themselves; waking more sleepers than may join
+    // would only cost them a trip back to sleep.
+    for (int i = 0; i < std::min(sleeping, job->helpers); ++i) wake_.notify_one();
     int64_t first = job->next.fetch_add(1);
     if (first < job->groups) work(*job, first);
+    if (spin_until([&] { return job->done.load() == job->groups; })) return;
     std::unique_lock<std::mutex> lock(job->mutex);
     job->finished.wait(lock, [&] { return job->done.load() == job->groups; });
   }
 
  private:
-  void loop(int index) {
+  void loop() {
     uint64_t seen = 0;
     while (true) {
+      spin_until([&] { return generation_.load() != seen; });
       std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
+        if (generation_.load() == seen) {
+          ++sleepers_;
+          wake_.wait(lock, [&] { return generation_.load() != seen; });
+          --sleepers_;
+        }
+        seen = generation_.load();
         job = current_;
       }
-      if (!job || index >= job->helpers) continue;
+      if (!job || job->joined.fetch_add(1) >= job->helpers) continue;
       int64_t first = job->next.fetch_add(1);
       if (first < job->groups) work(*job, first);
     }
@@ -102,8 +138,9 @@ class Pool {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<std::thread> helpers_;
-  std::shared_ptr<Job> current_;
-  uint64_t generation_ = 0;
+  std::shared_ptr<Job> current_;      // guarded by mutex_
+  std::atomic<uint64_t> generation_{0};  // changes under mutex_; read without it while spinning
+  int sleepers_ = 0;                  // helpers blocked in wake_; guarded by mutex_
 };
 
 }  // namespace
@@ -123,4 +160,4 @@ void run_groups(int64_t groups, int threads, const std::function<void(int64_t, c
   if (job->error) std::rethrow_exception(job->error);
 }
 
-}  // namespace pangu::merge
+}  // namespace pangu

@@ -1,7 +1,8 @@
 // The priority queue holding Python objects: owns one strong reference per queued item and moves
 // it out on get, so nothing is copied, leaked or freed twice. Every reference count change happens
 // with the GIL held; every blocking wait happens with the GIL released (WaitHooks) and the queue
-// lock is never held while the GIL is being taken.
+// lock is never held while the GIL is being taken. It lives in the binding layer because it deals
+// in Python objects; the queue itself (queue/priority_queue.h) knows nothing of Python.
 #pragma once
 
 #include <pybind11/pybind11.h>

@@ -1,4 +1,4 @@
-#include "queue/object_queue.h"
+#include "bindings/object_queue.h"
 
 #include <pybind11/numpy.h>
 
