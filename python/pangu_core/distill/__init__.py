@@ -1,4 +1,8 @@
-"""Iterative distillation: model-aware data selection, SFT, and merging between rounds.
+"""Distillation: the SFT trainer (:mod:`.sft`, ``pangu-core sft``) and merging of round checkpoints.
+
+What exists: supervised fine-tuning of any transformers causal LM on teacher traces
+(:mod:`.sft`, :mod:`.sft_data`, :mod:`.sft_cli`) and :mod:`.round_merge`. Not built yet: the
+iterative loop with model-aware data selection.
 
 The SFT names are re-exported here and imported on first use, so importing one submodule does not
 import the others.
