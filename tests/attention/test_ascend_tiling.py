@@ -13,7 +13,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pangu_core.attention import npu as npu_attention
 from pangu_core.config import ConfigError
 from pangu_core.attention.npu import AscendHardware, plan_tiling
 

@@ -6,9 +6,6 @@ The CUDA tier runs on a GPU. The CPU tier forces CPU tensors through the same st
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import textwrap
 import uuid
 
@@ -107,21 +104,8 @@ RANK = textwrap.dedent("""
     pytest.param("nccl", "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
         torch.cuda.device_count() < 2, reason="NCCL needs one GPU per rank")]),
 ])
-def test_device_model_over_torch_distributed(tmp_path, backend: str, device: str) -> None:
+def test_device_model_over_torch_distributed(tmp_path, run_ranks, free_port, backend: str, device: str) -> None:
     script = tmp_path / "rank.py"
     script.write_text(RANK)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, str(script), str(rank), str(port), backend, device],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
-    try:
-        outputs = [p.communicate(timeout=180) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate(timeout=30)
-    failures = [f"rank {r}: {out}\n{err[-2000:]}" for r, (p, (out, err)) in enumerate(zip(procs, outputs))
-                if p.returncode != 0 or out.strip() != "OK"]
-    assert failures == []
+    port = str(free_port)
+    assert run_ranks(script, [[str(rank), port, backend, device] for rank in range(2)], timeout=180) == []

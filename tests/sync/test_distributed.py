@@ -3,9 +3,6 @@ sends, clock-gated transfers (bytes move only when some rank needs a fresher ver
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -82,33 +79,14 @@ RANK = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_gloo_broadcast_with_three_ranks(tmp_path) -> None:
+def test_gloo_broadcast_with_three_ranks(tmp_path, run_ranks, free_port) -> None:
     # Every rollout rank ends each pull with exactly the learner's published bf16 weights; only
     # changed buckets travel with changed_only; a rank that holds a fresh enough version moves no
     # bytes unless another rank needs newer ones (then all receive them, collectively).
     script = tmp_path / "rank.py"
     script.write_text(RANK)
-    port, world = _free_port(), 3
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), str(world), str(port)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in range(world)]
-    outputs = []
-    try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=120))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate(timeout=30)
-    failures = [f"rank {r}: {out}\n{err[-2000:]}" for r, (p, (out, err)) in enumerate(zip(procs, outputs))
-                if p.returncode != 0 or not out.strip().endswith("OK")]
-    assert failures == []
+    port, world = free_port, 3
+    assert run_ranks(script, [[str(r), str(world), str(port)] for r in range(world)], timeout=120) == []
 
 
 def test_distributed_transport_needs_a_process_group() -> None:

@@ -43,6 +43,16 @@ def _list(data: Mapping[str, Any], key: str, problems: list[str]) -> list[Any]:
     return list(value)
 
 
+def _mapping(value: Any, where: str, problems: list[str]) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, {} if absent; otherwise {} and a problem naming ``where``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(f"{where}: expected a mapping, got {describe_value(value)}")
+        return {}
+    return value
+
+
 def _entry(item: Any, where: str, keys: Any, required: tuple[str, ...], what: str, problems: list[str]) -> bool:
     """Checks one list entry: a mapping with ``required`` keys and no key outside ``keys``."""
     if not isinstance(item, Mapping):
@@ -92,12 +102,7 @@ def from_mergekit(data: Any) -> tuple[dict[str, Any] | None, dict[str, str], lis
             overrides.append({OVERRIDE_KEYS[k]: v for k, v in item.items() if k in OVERRIDE_KEYS})
 
     # top-level parameters; a filtered list becomes overrides plus the default given without a filter
-    parameters = data.get("parameters")
-    if parameters is None:
-        parameters = {}
-    elif not isinstance(parameters, Mapping):
-        problems.append(f"parameters: expected a mapping, got {describe_value(parameters)}")
-        parameters = {}
+    parameters = _mapping(data.get("parameters"), "parameters", problems)
     default_weight: tuple[Any, str] | None = None
     for name, value in parameters.items():
         if name not in PARAMETERS:
@@ -139,12 +144,7 @@ def from_mergekit(data: Any) -> tuple[dict[str, Any] | None, dict[str, str], lis
             item = {"model": item}
         if not _entry(item, where, MODEL_KEYS, ("model",), "a mapping with a model key, or a path", problems):
             continue
-        own = item.get("parameters")
-        if own is None:
-            own = {}
-        elif not isinstance(own, Mapping):
-            problems.append(f"{where}.parameters: expected a mapping, got {describe_value(own)}")
-            own = {}
+        own = _mapping(item.get("parameters"), f"{where}.parameters", problems)
         problems.extend(f"{where}.parameters.{k}: unknown key; known: {_known(MODEL_PARAMETERS)}"
                         for k in own if k not in MODEL_PARAMETERS)
         j = len(models)
