@@ -7,7 +7,7 @@
 #   pangu_ascend_kernels   static library compiled from flash_attention_kernel.cpp by ascendc_library,
 #                          which also generates aclrtlaunch_<kernel>.h launch headers
 #   pangu_ascend_ops       libpangu_ascend_ops.so (torch_npu_op.cpp + the host tiling), installed next
-#                          to pangu_core/_core and loaded by pangu_core.npu_attention
+#                          to pangu_core/_core and loaded by pangu_core.attention.npu
 # and defines PANGU_ASCEND_BUILT for _core so that pangu_core.build_info()["ascend"] is True.
 #
 # This file is written from the CANN documentation and samples; it has not been run here (no CANN

@@ -2,7 +2,7 @@
 // torch.ops.pangu_ascend.flash_attention_fwd(q, k, v, kv_lens, causal, scale) -> Tensor.
 //
 // Built only with the CANN toolkit and torch_npu (kernels/ascend/ascend.cmake) into
-// libpangu_ascend_ops.so next to pangu_core/_core; pangu_core.npu_attention loads it with
+// libpangu_ascend_ops.so next to pangu_core/_core; pangu_core.attention.npu loads it with
 // torch.ops.load_library when the "ascendc" backend is chosen. The host plans the tiling with the same
 // plain C++ planner CI tests (flash_attention_tiling.cpp), copies the kernel record to the device and
 // launches one block per used vector core on the current NPU stream. A Meta implementation gives
