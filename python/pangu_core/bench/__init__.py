@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from pangu_core.bench.common import machine_info
+from pangu_core.bench.common import case_status, machine_info
 
 _NOT_BENCHMARKS = {"common", "cli"}
 
@@ -58,15 +58,46 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _is_memory_field(key: str) -> bool:
+    return key.endswith("_peak_mb") or key.startswith("rss_")
+
+
+def memory_figures(case: dict[str, Any]) -> str:
+    """The peak-memory figures a case carries (fields ending in ``_peak_mb`` or starting with
+    ``rss_``), as "name=value" pairs in the order the case lists them."""
+    return " ".join(f"{k}={_fmt(v)}" for k, v in case.items() if _is_memory_field(k))
+
+
+def failed_cases(doc: dict[str, Any]) -> list[str]:
+    """Ids of the cases of one benchmark document whose measurement failed (skipped ones excluded)."""
+    def failed(c: dict[str, Any]) -> bool:
+        ratio = c.get("ratio")
+        return bool(c.get("failed")) or not isinstance(ratio, (int, float)) or ratio != ratio
+
+    return [c["case"] for c in doc["cases"] if not c.get("skipped") and failed(c)]
+
+
 def format_table(doc: dict[str, Any]) -> str:
-    """A readable terminal table of one benchmark document."""
-    header = ("case", "metric", "ours", "baseline", "base value", "ratio", "ceiling %")
+    """A readable terminal table of one benchmark document.
+
+    Columns: the case, its metric, ours, the named baseline and its value, the ratio (how many
+    times better ours is), the share of the ceiling, repetitions per side (with "child" when a side
+    ran in a child process), the peak-memory figures the case measured, and a status: FAILED (NaN
+    or zero measurement), "ceiling exceeded" (ceiling_fraction above 1.05: the ceiling is wrong),
+    or skipped with its reason.
+    """
+    header = ("case", "metric", "ours", "baseline", "base value", "ratio", "ceiling %", "repeats",
+              "peak memory", "status")
     rows = [header]
     for c in doc["cases"]:
         frac = c.get("ceiling_fraction")
+        repeats = "" if c.get("repeats") is None else str(c["repeats"])
+        if c.get("child_process"):
+            repeats += " child"
         rows.append((
             c["case"], c["metric"], _fmt(c["ours"]), c["baseline"], _fmt(c["baseline_value"]),
-            _fmt(c["ratio"]) + "x", "" if frac is None else f"{100 * frac:.0f}%",
+            _fmt(c["ratio"]) + "x", "" if frac is None else _percent(frac), repeats,
+            memory_figures(c), case_status(c),
         ))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
     lines = [f"== {doc['bench']} ({doc['machine']['cpu']}, {doc['machine']['threads']} threads, "
@@ -76,6 +107,12 @@ def format_table(doc: dict[str, Any]) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _percent(frac: Any) -> str:
+    if not isinstance(frac, (int, float)) or frac != frac:
+        return "nan"
+    return f"{100 * frac:.0f}%"
 
 
 def write_json(docs: list[dict[str, Any]] | dict[str, Any], path: str | Path) -> None:

@@ -1,4 +1,8 @@
-"""`pangu-core bench <name>|all [--quick] [--json PATH]`."""
+"""`pangu-core bench <name>|all [--quick] [--json PATH]`.
+
+Prints one table per benchmark (progress lines per case go to stderr) and exits 1 when any case
+failed to measure (NaN or zero), after running and saving everything else.
+"""
 
 from __future__ import annotations
 
@@ -17,17 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     known = bench.registry()
     if args.name != "all" and args.name not in known:
-        print(f"pangu-core bench: unknown benchmark {args.name!r}; known: {', '.join(known)}, all", file=sys.stderr)
-        return 2
+        raise ValueError(f"name: unknown benchmark {args.name!r}; known: {', '.join(known)}, all")
     names = list(known) if args.name == "all" else [args.name]
     docs = []
+    failed: list[str] = []
     for name in names:
         doc = bench.run(name, quick=args.quick)
         docs.append(doc)
         print(bench.format_table(doc), flush=True)
         print(flush=True)
+        failed += [f"{name}/{case}" for case in bench.failed_cases(doc)]
         if args.json:  # written after each benchmark so a long suite keeps what it measured
             bench.write_json(docs[0] if len(names) == 1 else docs, args.json)
     if args.json:
         print(f"results written to {args.json}")
+    if failed:
+        print(f"pangu-core bench: {len(failed)} case(s) failed to measure: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0

@@ -10,8 +10,9 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 MIN_REPEATS = 5
 
@@ -70,6 +71,29 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+CEILING_TOLERANCE = 1.05  # ceiling_fraction above this: the ceiling is wrong, flagged in the table
+
+#: Where make_case and progress() write one line per case; None silences them.
+progress_stream: TextIO | None = sys.stderr
+
+
+def progress(message: str) -> None:
+    """Writes one progress line (e.g. "case X: measuring ...") to stderr for long benchmark work."""
+    if progress_stream is not None:
+        print(f"[bench] {message}", file=progress_stream, flush=True)
+
+
+def _measurement_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not a usable measurement (None when it is): missing, NaN, infinite or <= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name} is not a number ({value!r})"
+    if math.isnan(value) or math.isinf(value):
+        return f"{name} is {value}"
+    if value <= 0:
+        return f"{name} is {value:g} (zero or negative)"
+    return None
+
+
 def make_case(
     case: str,
     metric: str,
@@ -77,6 +101,8 @@ def make_case(
     baseline: str,
     baseline_value: float,
     *,
+    repeats: int,
+    child_process: bool,
     higher_is_better: bool = True,
     ceiling: str | None = None,
     ceiling_value: float | None = None,
@@ -86,21 +112,76 @@ def make_case(
 
     ``ratio`` is how many times better ours is: ours / baseline for rates, baseline / ours when
     lower is better (times). ``ceiling_fraction`` = ours / ceiling_value when a ceiling applies.
+    ``repeats`` is how many repetitions per side were measured (medians reported) and
+    ``child_process`` whether ours or the baseline ran in a child process; both are recorded.
+
+    A failed or zero measurement (ours, baseline_value or a given ceiling_value missing, NaN,
+    infinite, zero or negative) makes ``ratio`` (and ``ceiling_fraction``) NaN, sets
+    ``failed: True`` and says why in ``failure``; `pangu-core bench` then exits non-zero.
     """
-    if higher_is_better:
-        ratio = ours / baseline_value if baseline_value else float("inf")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats: expected an int >= 1, got {repeats!r}")
+    if not isinstance(child_process, bool):
+        raise ValueError(f"child_process: expected a bool, got {child_process!r}")
+    problems = [p for p in (_measurement_problem("ours", ours),
+                            _measurement_problem("baseline_value", baseline_value)) if p]
+    nan = float("nan")
+    if problems:
+        ratio = nan
+    elif higher_is_better:
+        ratio = ours / baseline_value
     else:
-        ratio = baseline_value / ours if ours else float("inf")
+        ratio = baseline_value / ours
     out: dict[str, Any] = {
         "case": case, "metric": metric, "ours": ours, "baseline": baseline,
-        "baseline_value": baseline_value, "ratio": ratio,
+        "baseline_value": baseline_value, "ratio": ratio, "repeats": repeats, "child_process": child_process,
     }
-    if ceiling is not None and ceiling_value:
+    if ceiling is not None:
+        ceiling_problem = _measurement_problem("ceiling_value", ceiling_value)
         out["ceiling"] = ceiling
         out["ceiling_value"] = ceiling_value
-        out["ceiling_fraction"] = ours / ceiling_value
+        out["ceiling_fraction"] = nan if ceiling_problem or problems else ours / ceiling_value
+        if ceiling_problem:
+            problems.append(ceiling_problem)
+    if problems:
+        out["failed"] = True
+        out["failure"] = "; ".join(problems)
     out.update(extra)
+    _report(out)
     return out
+
+
+def skipped_case(case: str, metric: str, baseline: str, reason: str) -> dict[str, Any]:
+    """A case that could not run here (e.g. no device): NaN values, ``skipped`` = the reason.
+
+    Skipped cases are shown in the table with their reason and do not make the command fail.
+    """
+    nan = float("nan")
+    out = {"case": case, "metric": metric, "ours": nan, "baseline": baseline, "baseline_value": nan,
+           "ratio": nan, "repeats": 0, "child_process": False, "skipped": reason}
+    _report(out)
+    return out
+
+
+def case_status(case: dict[str, Any]) -> str:
+    """"skipped: why", "FAILED: why", "ceiling exceeded" or "" (fine) for one case."""
+    if case.get("skipped"):
+        return f"skipped: {case['skipped']}"
+    if case.get("failed"):
+        return f"FAILED: {case.get('failure', 'failed measurement')}"
+    frac = case.get("ceiling_fraction")
+    if isinstance(frac, (int, float)) and frac > CEILING_TOLERANCE:
+        return "ceiling exceeded"
+    return ""
+
+
+def _report(case: dict[str, Any]) -> None:
+    def num(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, (int, float)) else repr(v)
+
+    status = case_status(case)
+    progress(f"{case['case']}: ours {num(case['ours'])} {case['metric']}, baseline "
+             f"{num(case['baseline_value'])}, ratio {num(case['ratio'])}x" + (f"  [{status}]" if status else ""))
 
 
 def memcpy_gbps(nbytes: int = 256 << 20, repeats: int = MIN_REPEATS) -> float:

@@ -1,8 +1,10 @@
 """`pangu-core bench queue`: the priority data queue against Python's queue.PriorityQueue and heapq.
 
 Cases (ids fixed): ``per_item`` (put+get one at a time from Python), ``batch`` (put_many/get_batch of
-1,000 vs per-item stdlib calls), ``mpmc_2x2`` (2 producer + 2 consumer threads, per-item calls on
-both sides), ``core_native`` (a put/get loop inside C++ vs heapq push/pop per operation; Mops/s).
+1,000 vs heapq under one threading.Lock, a batch pushed and a batch popped per lock hold),
+``mpmc_2x2`` (2 producer + 2 consumer threads, per-item calls on both sides), ``core_native`` (one
+C++ put/get loop driving our queue vs std::priority_queue of (key, sequence); ours in Mops/s).
+Every case runs in this process, ours and the baseline alternating, medians of MIN_REPEATS each.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any, Callable
 import numpy as np
 
 from pangu_core import _core
-from pangu_core.bench.common import MIN_REPEATS, make_case, median_seconds
+from pangu_core.bench.common import MIN_REPEATS, make_case, progress
 from pangu_core.queue import PriorityQueue, QueueClosed
 
 NAME = "queue"
-DESCRIPTION = "priority data queue: per item, batched, 2x2 threads, native loop (vs queue.PriorityQueue, heapq)"
+DESCRIPTION = ("priority data queue: per item, batched, 2x2 threads, native loop "
+               "(vs queue.PriorityQueue, heapq under a Lock, std::priority_queue)")
 
 BATCH = 1000
 OURS_BATCH_PASSES = 8
@@ -68,16 +71,59 @@ def per_item_case(n: int) -> dict[str, Any]:
             put((-p, next(counter), i))
             get()
 
+    progress(f"per_item: {n:,} put+get per run")
     ours_rate, stdlib_rate = _rates(n, run_ours, run_stdlib)
-    return make_case("per_item", "items/s", ours_rate, "queue.PriorityQueue", stdlib_rate, items=n)
+    return make_case("per_item", "items/s", ours_rate, "queue.PriorityQueue put/get per item, 1 thread",
+                     stdlib_rate, repeats=MIN_REPEATS, child_process=False, items=n)
+
+
+class LockedHeap:
+    """The batch baseline: heapq of (-priority, sequence, item) under one threading.Lock.
+
+    Same order as ours (higher priority first, older first on ties). ``put_many`` pushes a whole
+    batch and ``get_batch`` pops a whole batch per lock hold, like our put_many/get_batch. Each
+    uses the faster stdlib route for its size: extend + heapify when the batch outnumbers what is
+    queued, one sort when the whole heap is taken.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Any]] = []
+        self._lock = threading.Lock()
+        self._sequence = itertools.count()
+
+    def put_many(self, items: list[Any], priorities: Any) -> None:
+        keys = (-np.asarray(priorities, dtype=np.float64)).tolist()
+        with self._lock:
+            entries = list(zip(keys, self._sequence, items))
+            heap = self._heap
+            if len(entries) > len(heap):
+                heap.extend(entries)
+                heapq.heapify(heap)
+            else:
+                push = heapq.heappush
+                for entry in entries:
+                    push(heap, entry)
+
+    def get_batch(self, n: int) -> list[Any]:
+        with self._lock:
+            heap = self._heap
+            if n >= len(heap):
+                heap.sort()
+                out = [entry[2] for entry in heap]
+                heap.clear()
+                return out
+            pop = heapq.heappop
+            return [pop(heap)[2] for _ in range(n)]
+
+    def __len__(self) -> int:
+        return len(self._heap)
 
 
 def batch_case(n: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     chunks = [(list(range(s, s + BATCH)), rng.random(BATCH)) for s in range(0, n, BATCH)]
     ours = PriorityQueue()
-    stdlib: std_queue.PriorityQueue = std_queue.PriorityQueue()
-    counter = itertools.count()
+    theirs = LockedHeap()
 
     def run_ours() -> None:
         # Several passes per timed run, so a run of ours lasts long enough to time reliably.
@@ -86,18 +132,18 @@ def batch_case(n: int) -> dict[str, Any]:
                 ours.put_many(items, priorities)
                 ours.get_batch(BATCH)
 
-    def run_stdlib() -> None:
-        put, get = stdlib.put, stdlib.get
+    def run_heapq() -> None:
         for items, priorities in chunks:
-            for item, p in zip(items, priorities.tolist()):
-                put((-p, next(counter), item))
-            for _ in items:
-                get()
+            theirs.put_many(items, priorities)
+            theirs.get_batch(BATCH)
 
     total = len(chunks) * BATCH
-    ours_rate, stdlib_rate = _rates(total, run_ours, run_stdlib, ours_count=OURS_BATCH_PASSES * total)
-    return make_case("batch", "items/s", ours_rate, "queue.PriorityQueue per item", stdlib_rate,
-                     items=total, batch=BATCH)
+    progress(f"batch: {len(chunks)} batches of {BATCH:,} per run")
+    ours_rate, heapq_rate = _rates(total, run_ours, run_heapq, ours_count=OURS_BATCH_PASSES * total)
+    return make_case("batch", "items/s", ours_rate,
+                     f"heapq (-priority, sequence, item) under one threading.Lock, a batch of {BATCH:,} "
+                     "pushed and popped per lock hold, 1 thread", heapq_rate,
+                     repeats=MIN_REPEATS, child_process=False, items=total, batch=BATCH)
 
 
 def _mpmc_ours(per_producer: int) -> None:
@@ -153,33 +199,42 @@ def _run_2x2(produce: Callable[[int], None], consume: Callable[[], None], finish
 
 def mpmc_case(per_producer: int) -> dict[str, Any]:
     total = 2 * per_producer
+    progress(f"mpmc_2x2: {total:,} items through 2 producer + 2 consumer threads per run")
     ours_rate, stdlib_rate = _rates(total, lambda: _mpmc_ours(per_producer), lambda: _mpmc_stdlib(per_producer))
-    return make_case("mpmc_2x2", "items/s", ours_rate, "queue.PriorityQueue 2x2 threads", stdlib_rate,
-                     items=total)
+    return make_case("mpmc_2x2", "items/s", ours_rate,
+                     "queue.PriorityQueue(maxsize=1024) put/get per item, 2 producer + 2 consumer threads",
+                     stdlib_rate, repeats=MIN_REPEATS, child_process=False, items=total)
+
+
+AGE_BOOST = 0.01
 
 
 def core_native_case(ops: int, resident: int = 1000) -> dict[str, Any]:
-    timings = [_core.queue.push_pop_loop(ops, resident, 0.01, rep) for rep in range(6)]
-    wall = float(np.median([t[0] for t in timings[1:]]))  # one warm-up, then the median of five
-    cpu = float(np.median([t[1] for t in timings[1:]]))
-    ours = ops / wall / 1e6
+    """One C++ loop of ``ops`` alternating put/get with ``resident`` items queued, driving our queue
+    and std::priority_queue of (key, sequence) in turn (interleaved, one warm-up each, medians).
 
-    rnd = random.Random(0).random
-    heap = [(-rnd(), i) for i in range(resident)]
-    heapq.heapify(heap)
-    baseline_ops = max(ops // 20, 2)
-
-    def run_heapq() -> None:
-        push, pop = heapq.heappush, heapq.heappop
-        for i in range(baseline_ops // 2):
-            push(heap, (-rnd(), i))
-            pop(heap)
-
-    baseline = baseline_ops / median_seconds(run_heapq) / 1e6
-    # ours is wall-clock like the baseline; ours_cpu_time shows what the loop costs per core
-    # (ops over thread CPU time), which differs from ours only when the machine is oversubscribed.
-    return make_case("core_native", "Mops/s", ours, "heapq push/pop per op (Python)", baseline,
-                     ops=ops, resident=resident, ours_cpu_time=ops / cpu / 1e6)
+    ``ratio`` = our Mops/s over std's; ``ours`` is our Mops/s (wall clock), ``ours_cpu_time`` ops
+    over our loop's thread CPU time. Both loops must pop the same payloads in the same order (equal
+    checksums), else the case fails with ValueError.
+    """
+    progress(f"core_native: {ops:,} ops per run, {resident:,} resident")
+    runs: dict[str, list[tuple[float, float, int]]] = {"ours": [], "std": []}
+    for rep in range(MIN_REPEATS + 1):
+        for which in ("ours", "std"):
+            result = _core.queue.native_loop(ops, resident, AGE_BOOST, rep, which)
+            if rep > 0:  # rep 0 is the warm-up
+                runs[which].append(result)
+    for (_, _, ours_sum), (_, _, std_sum) in zip(runs["ours"], runs["std"]):
+        if ours_sum != std_sum:
+            raise ValueError(f"core_native: our queue and std::priority_queue popped different orders "
+                             f"(checksums {ours_sum} != {std_sum})")
+    ours = ops / statistics.median(r[0] for r in runs["ours"]) / 1e6
+    theirs = ops / statistics.median(r[0] for r in runs["std"]) / 1e6
+    cpu = statistics.median(r[1] for r in runs["ours"])
+    return make_case("core_native", "Mops/s", ours,
+                     "std::priority_queue<(key, sequence)> put/pop in the same C++ loop, no lock, 1 thread",
+                     theirs, repeats=MIN_REPEATS, child_process=False, ops=ops, resident=resident,
+                     ours_cpu_time=ops / cpu / 1e6 if cpu > 0 else float("nan"))
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
