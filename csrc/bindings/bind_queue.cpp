@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <tuple>
 
 #include "bindings/registry.h"
 #include "common/errors.h"
@@ -132,16 +133,13 @@ void bind_queue(py::module_& root) {
         [](size_t ops, size_t resident, double age_boost, uint64_t seed, const std::string& queue) {
           PANGU_CHECK(queue == "ours" || queue == "std", Value,
                       "queue: expected 'ours' or 'std', got '", queue, "'");
-          auto which = queue == "std" ? pangu::queue::LoopQueue::StdPriorityQueue : pangu::queue::LoopQueue::Ours;
-          pangu::queue::LoopTiming t;
-          {
-            py::gil_scoped_release release;
-            t = pangu::queue::push_pop_loop(ops, resident, age_boost, seed, which);
-          }
-          return py::make_tuple(t.wall_s, t.cpu_s, t.checksum);
+          auto t = pangu::queue::push_pop_loop(
+              ops, resident, age_boost, seed,
+              queue == "std" ? pangu::queue::LoopQueue::StdPriorityQueue : pangu::queue::LoopQueue::Ours);
+          return std::make_tuple(t.wall_s, t.cpu_s, t.checksum);
         },
         py::arg("ops"), py::arg("resident"), py::arg("age_boost") = 0.0, py::arg("seed") = 0,
-        py::arg("queue") = "ours",
+        py::arg("queue") = "ours", Release(),
         "(wall seconds, thread CPU seconds, checksum) of the same C++ loop of `ops` alternating put/get "
         "with `resident` items queued, driving our queue ('ours') or std::priority_queue of (key, "
         "sequence) ('std'). Equal checksums mean the same payloads popped in the same order.");
