@@ -39,9 +39,11 @@ def test_unknown_benchmark_lists_the_known_ones(capsys):
 
 
 def test_ratio_means_better_whatever_the_metric():
-    rate = common.make_case("c", "GB/s", 10.0, "b", 4.0, ceiling="memcpy", ceiling_value=20.0)
+    rate = common.make_case("c", "GB/s", 10.0, "b", 4.0, ceiling="memcpy", ceiling_value=20.0, repeats=5,
+                            child_process=False)
     assert rate["ratio"] == 2.5 and rate["ceiling_fraction"] == 0.5
-    time = common.make_case("c", "s", 2.0, "b", 6.0, higher_is_better=False, extra_field=1)
+    time = common.make_case("c", "s", 2.0, "b", 6.0, higher_is_better=False, extra_field=1, repeats=5,
+                            child_process=False)
     assert time["ratio"] == 3.0 and time["extra_field"] == 1 and "ceiling" not in time
 
 
@@ -60,7 +62,7 @@ def test_percentiles_use_nearest_rank():
 
 def test_documents_render_and_save(tmp_path):
     doc = {"bench": "demo", "machine": common.machine_info(), "seconds": 0.1, "quick": True,
-           "cases": [common.make_case("case_a", "items/s", 3.0, "baseline", 1.0)]}
+           "cases": [common.make_case("case_a", "items/s", 3.0, "baseline", 1.0, repeats=5, child_process=False)]}
     table = bench.format_table(doc)
     assert "case_a" in table and "3x" in table
     bench.write_json(doc, tmp_path / "out" / "demo.json")
