@@ -102,6 +102,19 @@ def test_fast_path_agrees_with_math_verify(verifier):
     assert fast_verdict("1/2", "0.5") is None
 
 
+def test_cache_and_fast_verdicts_can_be_turned_off():
+    # cache_size 0 and fast_verdicts False send every pair, every time, to math-verify (benchmarks).
+    pairs = [("42", "42"), ("7", "-7"), ("\\frac{1}{2}", "0.5")]
+    with MathVerifier(MathConfig(workers=1, timeout_seconds=10.0, cache_size=0, fast_verdicts=False)) as v:
+        first = [s.score for s in v.compare(pairs)]
+        second = [s.score for s in v.compare(pairs)]
+        assert first == second == [1.0, 0.0, 1.0]
+        assert v.stats["fast"] == 0 and v.stats["cache_hits"] == 0
+    with MathVerifier(MathConfig(workers=1, timeout_seconds=10.0)) as v:
+        assert [s.score for s in v.compare(pairs + pairs)] == [1.0, 0.0, 1.0] * 2
+        assert v.stats["fast"] == 4  # the defaults keep the shortcut
+
+
 def test_extract_answer_order():
     assert extract_answer("<think>\\boxed{1}</think>\\boxed{2} then \\boxed{\\frac{3}{4}}") == "\\frac{3}{4}"
     assert extract_answer("So the answer is 42.") == "42"

@@ -68,6 +68,9 @@ class MathConfig(Config):
     timeout_seconds: float = 3.0
     # Cached (reference, answer) verdicts (LRU); 0 disables the cache.
     cache_size: int = 65536
+    # Decide identical text and two plain integers without math-verify (where its verdict is certain);
+    # false sends every pair to math-verify (benchmarks use that for a like-for-like comparison).
+    fast_verdicts: bool = True
     # Decimal places math-verify rounds floats to before comparing.
     float_rounding: int = 6
     # Address-space limit of each worker, in bytes, so a runaway expression (10^{10^{10}}) fails with

@@ -5,7 +5,8 @@ thread: called from a worker thread or a Ray actor's thread it raises, and many 
 and silently score 0. Here its timeouts are off and the comparisons run in worker processes; a
 comparison that overruns ``MathConfig.timeout_seconds`` gets its worker killed and replaced and
 scores 0 with reason "timeout". No signal is used, so :class:`MathVerifier` works from any thread.
-Verdicts are cached (LRU) by (reference, answer).
+Verdicts are cached (LRU) by (reference, answer) unless ``MathConfig.cache_size`` is 0; identical text
+and plain integers are decided without math-verify unless ``MathConfig.fast_verdicts`` is false.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class MathVerifier:
                     self.stats["cache_hits"] += 1
                     out[i] = hit
                     continue
-                out[i] = fast_verdict(*key)
+                out[i] = fast_verdict(*key) if self.config.fast_verdicts else None
                 if out[i] is not None:
                     self.stats["fast"] += 1
                 else:
