@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+import pangu_core
 from pangu_core import attention as attn
 from pangu_core import device as device_module
 from pangu_core.bench import attention as bench_attn
@@ -66,14 +67,14 @@ def test_model_case_records_fields(monkeypatch):
                                                 "sft_step_micro": dict(batch=2, seq=16)})
     monkeypatch.setattr(bench_model, "model_config", _tiny_config)
     for name in bench_model.CASE_NAMES:
-        case = bench_model.run_case(name, quick=True, device="cpu", threads=1)
+        case = bench_model.run_case(name, quick=True, device="cpu")
         assert case["case"] == name and case["metric"] == "tokens/s"
         assert case["repeats"] == 3 and case["child_process"] is False
         assert case["ours"] > 0 and case["baseline_value"] > 0
         assert "sdpa" in case["baseline"]
     assert case["first_loss_ours"] == pytest.approx(case["first_loss_baseline"], rel=1e-4)
     with pytest.raises(ValueError, match="name: unknown model case 'nope'"):
-        bench_model.run_case("nope", quick=True, device="cpu", threads=1)
+        bench_model.run_case("nope", quick=True, device="cpu")
 
 
 def _tiny_config():
@@ -122,8 +123,9 @@ def test_read_ceiling_reads_the_case_bytes():
 def test_kernel_case_records_fields_and_its_dtype_ceiling(monkeypatch, kind, dtype):
     monkeypatch.setattr(bench_attn, "GEMM_SIZES", (64,))
     c = bench_attn.Case(f"{kind}_tiny", kind, dtype, 4, 2, 16, 64)
-    case = bench_attn.run_case(c, quick=False, device="cpu", threads=1)
-    assert case["repeats"] == 7 and case["child_process"] is False and case["threads"] == 1
+    case = bench_attn.run_case(c, quick=False, device="cpu")
+    threads = pangu_core.get_num_threads()
+    assert case["repeats"] == 7 and case["child_process"] is False and case["threads"] == threads
     assert case["shape"]["dtype"] == ("bfloat16" if dtype == torch.bfloat16 else "float32")
     assert case["ceiling_value"] == max(case["ceiling_candidates"].values())
     assert case["ceiling_fraction"] == pytest.approx(case["ours"] / case["ceiling_value"])
@@ -134,7 +136,7 @@ def test_kernel_case_records_fields_and_its_dtype_ceiling(monkeypatch, kind, dty
         assert case["metric"] == "GFLOP/s"
         names = set(case["ceiling_candidates"])
         assert any(n.startswith("bfloat16") for n in names) == (dtype == torch.bfloat16)
-    assert "SDPA" in case["baseline"] and "1 threads" in case["baseline"]
+    assert "SDPA" in case["baseline"] and f"{threads} threads" in case["baseline"]
 
 
 @pytest.mark.parametrize("kind", ["cuda", "npu"])
@@ -153,3 +155,15 @@ def test_missing_device_skips_every_case_with_the_reason(monkeypatch, kind):
 def test_bad_device_is_refused():
     with pytest.raises(ValueError, match="device: expected one of cpu, cuda, npu"):
         bench_attn.run(quick=True, device="tpu")
+
+
+def test_torch_runs_at_the_pool_threads_and_is_restored():
+    before = torch.get_num_threads()
+    pool = pangu_core.get_num_threads()
+    torch.set_num_threads(pool + 1)
+    try:
+        with bench_attn.same_threads() as threads:
+            assert threads == pool == torch.get_num_threads()
+        assert torch.get_num_threads() == pool + 1
+    finally:
+        torch.set_num_threads(before)

@@ -186,8 +186,16 @@ def baseline_name(device: str, threads: int) -> str:
     return f"torch math attention (matmul, explicit bottom-right mask, softmax, matmul) on {device}"
 
 
-def run_case(c: Case, quick: bool, device: str, threads: int) -> dict:
-    """Measures one kernel case (quick: half the prefill/fwdbwd lengths; decode keeps its cache larger than L3)."""
+def run_case(c: Case, quick: bool, device: str = "cpu") -> dict:
+    """Measures one kernel case (quick: half the prefill/fwdbwd lengths; decode keeps its cache larger than L3).
+
+    torch runs with as many threads as pangu_core's pool (recorded in ``threads``).
+    """
+    with same_threads() as threads:
+        return _measure(c, quick, device, threads)
+
+
+def _measure(c: Case, quick: bool, device: str, threads: int) -> dict:
     length = c.length // 2 if quick and c.kind != "decode" else c.length
     q, k, v = _inputs(c, length, device)
     causal = c.kind != "decode"
@@ -259,11 +267,11 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
             progress(f"{case['case']}: skipped ({problem})")
         return out
     cases = []
-    with same_threads() as threads:
-        for i, c in enumerate(CASES, 1):
-            progress(f"case {i}/{len(CASES) + len(attention_model.CASE_NAMES)}: {c.case} on {device}")
-            cases.append(run_case(c, quick, device, threads))
-        for name in attention_model.CASE_NAMES:
-            progress(f"case {len(cases) + 1}/{len(CASES) + len(attention_model.CASE_NAMES)}: {name} on {device}")
-            cases.append(attention_model.run_case(name, quick, device, threads))
+    total = len(CASES) + len(attention_model.CASE_NAMES)
+    for c in CASES:
+        progress(f"case {len(cases) + 1}/{total}: {c.case} on {device}")
+        cases.append(run_case(c, quick, device))
+    for name in attention_model.CASE_NAMES:
+        progress(f"case {len(cases) + 1}/{total}: {name} on {device}")
+        cases.append(attention_model.run_case(name, quick, device))
     return cases

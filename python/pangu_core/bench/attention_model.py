@@ -97,12 +97,22 @@ def _interleave(fns: list[Callable[[], object]], repeats: int, sync: Callable[[]
     return times, first
 
 
-def run_case(name: str, quick: bool, device: str, threads: int) -> dict:
-    """Measures one model case (quick: 3 repetitions per side instead of 5; same shapes)."""
-    from pangu_core.bench.attention import progress, synchronizer
+def run_case(name: str, quick: bool, device: str = "cpu") -> dict:
+    """Measures one model case (quick: 3 repetitions per side instead of 5; same shapes).
+
+    torch runs with as many threads as pangu_core's pool (recorded in ``threads``).
+    """
+    from pangu_core.bench.attention import same_threads
 
     if name not in SHAPES:
         raise ValueError(f"name: unknown model case {name!r}; known: {', '.join(CASE_NAMES)}")
+    with same_threads() as threads:
+        return _measure(name, quick, device, threads)
+
+
+def _measure(name: str, quick: bool, device: str, threads: int) -> dict:
+    from pangu_core.bench.attention import progress, synchronizer
+
     repeats = 3 if quick else 5
     shape = SHAPES[name]
     config = model_config()
