@@ -14,7 +14,7 @@ import pangu_core
 from pangu_core import attention as attn
 from pangu_core import device as device_module
 from pangu_core.bench import attention as bench_attn
-from pangu_core.bench import attention_model as bench_model
+from pangu_core.bench import _attention_model as bench_model
 
 
 @pytest.fixture(scope="module")
