@@ -101,3 +101,22 @@ def test_traceback_on_request(tmp_path, monkeypatch):
     monkeypatch.setenv("PANGU_TRACEBACK", "1")
     with pytest.raises((ValueError, OSError)):
         cli.main(["sft", "--config", str(tmp_path / "absent.yaml"), "--out", str(tmp_path / "out")])
+
+
+def test_bench_device_is_refused_by_cpu_only_benchmarks(capsys):
+    assert cli.main(["bench", "queue", "--device", "cuda"]) == 2
+    assert "device: benchmark 'queue' runs only on cpu, got 'cuda'" in capsys.readouterr().err
+
+
+def test_bench_on_an_absent_device_reports_every_case_skipped(tmp_path, capsys):
+    # Without the device each case comes back skipped with its reason, and the run still succeeds.
+    from pangu_core import device
+
+    if device.probe("npu").available:
+        pytest.skip("an NPU is present: this test checks the path without one")
+    out = tmp_path / "att.json"
+    assert cli.main(["bench", "attention", "--device", "npu", "--quick", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    doc = doc["benchmarks"][0] if "benchmarks" in doc else doc
+    assert doc["device"] == "npu" and doc["cases"]
+    assert all(case["skipped"] and math.isnan(case["ratio"]) for case in doc["cases"])

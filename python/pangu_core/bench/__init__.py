@@ -7,6 +7,7 @@ A benchmark module in this package defines ``NAME`` (the CLI name), ``DESCRIPTIO
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import pkgutil
 import sys
@@ -29,18 +30,33 @@ def registry() -> dict[str, str]:
     return dict(sorted(names.items()))
 
 
-def run(name: str, quick: bool = False, log: TextIO | None = sys.stderr) -> dict[str, Any]:
-    """Runs one benchmark; returns its JSON document ({"bench", "machine", "cases", "seconds"})."""
+def supports_device(name: str) -> bool:
+    """Whether benchmark ``name`` can run on a device other than the CPU (its run takes ``device``)."""
+    module = importlib.import_module(registry()[name])
+    return "device" in inspect.signature(module.run).parameters
+
+
+def run(name: str, quick: bool = False, log: TextIO | None = sys.stderr, device: str = "cpu") -> dict[str, Any]:
+    """Runs one benchmark; returns its JSON document ({"bench", "device", "machine", "cases", "seconds"}).
+
+    ``device`` other than "cpu" is accepted by the benchmarks whose ``run`` takes a ``device``
+    argument (their cases on an absent device come back skipped, with the reason); any other
+    benchmark refuses it with a ValueError naming the argument.
+    """
     known = registry()
     if name not in known:
         raise ValueError(f"name: unknown benchmark {name!r}; known: {', '.join(known) or 'none'}")
     module = importlib.import_module(known[name])
+    takes_device = "device" in inspect.signature(module.run).parameters
+    if device != "cpu" and not takes_device:
+        raise ValueError(f"device: benchmark {name!r} runs only on cpu, got {device!r}")
     if log is not None:
         print(f"[bench {name}] {module.DESCRIPTION}{' (quick)' if quick else ''}", file=log, flush=True)
     start = time.perf_counter()
-    cases = module.run(quick=quick)
+    cases = module.run(quick=quick, device=device) if takes_device else module.run(quick=quick)
     return {
         "bench": name,
+        "device": device,
         "quick": quick,
         "machine": machine_info(),
         "seconds": round(time.perf_counter() - start, 2),

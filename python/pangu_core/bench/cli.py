@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="a benchmark name, or 'all' (known: " + ", ".join(bench.registry()) + ")")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--device", default="cpu", metavar="cpu|cuda[:N]|npu[:N]",
+                        help="run the benchmarks that support it (attention, sync) on this device")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,8 +27,10 @@ def run(args: argparse.Namespace) -> int:
     names = list(known) if args.name == "all" else [args.name]
     docs = []
     failed: list[str] = []
+    if args.device != "cpu":
+        names = [n for n in names if args.name != "all" or bench.supports_device(n)]
     for name in names:
-        doc = bench.run(name, quick=args.quick)
+        doc = bench.run(name, quick=args.quick, device=args.device)
         docs.append(doc)
         print(bench.format_table(doc), flush=True)
         print(flush=True)
