@@ -74,7 +74,7 @@ def test_inmem_cases_fields():
 
 
 def test_file_cases_name_sizes_and_mergekit(capfd):
-    cases = bench_merge._file_cases(quick=True)
+    cases = bench_merge._file_cases(quick=True, threads=1)
     assert [c["case"] for c in cases] == ["file_linear_n3", "file_ties_n3"]
     missing = bench_merge._mergekit_available()
     for c in cases:
@@ -86,7 +86,7 @@ def test_file_cases_name_sizes_and_mergekit(capfd):
             assert c["baseline_note"] == missing
         else:
             assert c["outputs_equal_within_rounding"], c
-            assert c["baseline_repeats"] == c["repeats"]
+            assert c["baseline_repeats"] == c["repeats"] and "1 torch threads" in c["baseline"]
     assert "[bench merge] file_ties_n3: round 1/" in capfd.readouterr().err
 
 

@@ -184,8 +184,8 @@ def _inmem_cases(quick: bool, ceiling: float, threads: int) -> list[dict[str, An
 def _llama_config(quick: bool) -> dict[str, Any]:
     if quick:  # about 5M parameters: 10 MB in bf16
         hidden, inter, layers, vocab = 256, 688, 2, 4000
-    else:  # about 142M parameters: 285 MB in bf16, so that mergekit's repetitions fit the suite's time
-        hidden, inter, layers, vocab = 1024, 2816, 6, 32000
+    else:  # about 84M parameters: 168 MB in bf16, so that mergekit's repetitions fit the suite's time
+        hidden, inter, layers, vocab = 1024, 2816, 4, 16000
     return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
             "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": hidden // 128,
             "num_key_value_heads": hidden // 128, "vocab_size": vocab, "max_position_embeddings": 2048,
@@ -220,7 +220,7 @@ def _write_checkpoints(root: Path, quick: bool) -> list[str]:
         sd = base if index == 0 else {n: (t.float() + 0.002 * torch.randn(t.shape, generator=g)).to(torch.bfloat16)
                                       for n, t in base.items()}
         path = root / f"model{index}"
-        save_checkpoint(sd, path, max_shard_bytes=(64 << 20) if quick else (400 << 20))
+        save_checkpoint(sd, path, max_shard_bytes=(4 << 20) if quick else (64 << 20))
         (path / "config.json").write_text(json.dumps(config))
         paths.append(str(path))
         del sd
@@ -246,7 +246,11 @@ def vm_hwm_mb():  # peak RSS of this process image (fresh at exec, unlike ru_max
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 kind, config_path, out, repeats, warmup, budget = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+threads = int(sys.argv[7])
 import torch, yaml
+import pangu_core
+torch.set_num_threads(threads)  # both sides at the same thread count
+pangu_core.set_num_threads(threads)
 doc = yaml.safe_load(open(config_path))
 if kind == "ours":
     from pangu_core.merge import MergeConfig, merge_checkpoints
@@ -276,11 +280,12 @@ print(json.dumps({"seconds": seconds, "peak_rss_mb": vm_hwm_mb(), "rss_before_mb
 """
 
 
-def _child(kind: str, config_path: str, out: str, repeats: int, warmup: int, budget: float) -> dict[str, Any]:
+def _child(kind: str, config_path: str, out: str, repeats: int, warmup: int, budget: float,
+           threads: int) -> dict[str, Any]:
     """Runs up to ``repeats`` timed merges (after ``warmup``) in a fresh process, stopping once they
     took ``budget`` seconds; the process's peak RSS covers them all."""
     result = subprocess.run([sys.executable, "-c", _CHILD, kind, config_path, out, str(repeats), str(warmup),
-                             str(budget)],
+                             str(budget), str(threads)],
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{kind} merge failed: {result.stderr[-2000:]}")
@@ -337,14 +342,14 @@ def _mergekit_available() -> str | None:
 
 
 def _interleaved_children(kinds: list[str], config_path: str, root: Path, rounds: int, warmup: int,
-                          budget: float, case: str) -> dict[str, dict[str, Any]]:
+                          budget: float, case: str, threads: int) -> dict[str, dict[str, Any]]:
     """One merge per child process, kinds alternating (ours, mergekit, ours, ...), ``warmup`` untimed
     rounds first; stops early (fewer repeats, reported) once the rounds took ``budget`` seconds."""
     runs = {kind: {"seconds": [], "peak_rss_mb": 0.0, "rss_before_mb": 0.0} for kind in kinds}
     spent = 0.0
     for i in range(warmup + rounds):
         for kind in kinds:
-            got = _child(kind, config_path, str(root / f"out_{kind}"), 1, 0, float("inf"))
+            got = _child(kind, config_path, str(root / f"out_{kind}"), 1, 0, float("inf"), threads)
             spent += got["seconds"][0]
             if i >= warmup:
                 runs[kind]["seconds"] += got["seconds"]
@@ -358,7 +363,7 @@ def _interleaved_children(kinds: list[str], config_path: str, root: Path, rounds
     return runs
 
 
-def _file_cases(quick: bool) -> list[dict[str, Any]]:
+def _file_cases(quick: bool, threads: int) -> list[dict[str, Any]]:
     rounds = MIN_REPEATS
     cases = []
     with tempfile.TemporaryDirectory(prefix="pangu_bench_merge_") as tmp:
@@ -380,7 +385,7 @@ def _file_cases(quick: bool) -> list[dict[str, Any]]:
                       f"each) {'+ base ' if method == 'ties' else ''}...")
             # quick: the inputs were just written, so the page cache is warm already
             runs = _interleaved_children(kinds, str(config_path), root, rounds, 0 if quick else 1,
-                                         30.0 if quick else 240.0, case)
+                                         30.0 if quick else 150.0, case, threads)
             ours_s = statistics.median(runs["ours"]["seconds"])
             ours_rss = runs["ours"]["peak_rss_mb"]
             extra: dict[str, Any] = {
@@ -404,7 +409,7 @@ def _file_cases(quick: bool) -> list[dict[str, Any]]:
                                       "(default input_hash: xxh64; sha256 available); mergekit hashes nothing",
                          **_compare_outputs(root, method, paths))
             cases.append(make_case(case, "seconds", ours_s,
-                                   "mergekit run_merge (lazy_unpickle, one process, torch default threads)",
+                                   f"mergekit run_merge (lazy_unpickle, one process, {threads} torch threads)",
                                    mk_s, higher_is_better=False, **extra))
     return cases
 
@@ -416,4 +421,4 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     threads = get_num_threads()
     with torch_threads(threads):
         ceiling = memcpy_gbps(64 << 20 if quick else 256 << 20)
-    return _inmem_cases(quick, ceiling, threads) + _file_cases(quick)
+    return _inmem_cases(quick, ceiling, threads) + _file_cases(quick, threads)
