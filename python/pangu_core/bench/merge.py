@@ -184,7 +184,7 @@ def _inmem_cases(quick: bool, ceiling: float, threads: int) -> list[dict[str, An
 def _llama_config(quick: bool) -> dict[str, Any]:
     if quick:  # about 5M parameters: 10 MB in bf16
         hidden, inter, layers, vocab = 256, 688, 2, 4000
-    else:  # about 84M parameters: 168 MB in bf16, so that mergekit's repetitions fit the suite's time
+    else:  # about 84M parameters: 161 MiB in bf16, so that mergekit's repetitions fit the suite's time
         hidden, inter, layers, vocab = 1024, 2816, 4, 16000
     return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
             "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": hidden // 128,
