@@ -1,28 +1,68 @@
 """`pangu-core bench merge`: checkpoint merging, in memory against torch ops and from files against mergekit.
 
-In-memory cases count (N + 1) x bytes per element (N inputs read, one output written) per second and
-compare with a memory-copy ceiling measured in the same run. File cases time whole merges of
-synthetic sharded bf16 Llama-shaped checkpoints (warm page cache), each run in a child process that
-reports its own peak RSS (VmHWM), and check that both outputs agree within rounding.
+In-memory cases count the bytes each method really moves (linear: N models read + 1 output
+written; TIES: base + N models read + 1 written) per second and compare with a memory-copy ceiling
+measured in the same run; the torch baselines run with torch.set_num_threads equal to pangu_core's
+thread count, interleaved with ours. File cases time whole merges of synthetic sharded bf16
+Llama-shaped checkpoints (warm page cache), one merge per child process, ours and mergekit
+alternating; each child reports its own peak RSS (VmHWM), and both outputs must agree within
+rounding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pangu_core.bench.common import make_case, median_seconds, memcpy_gbps
+from pangu_core.bench.common import MIN_REPEATS, make_case, memcpy_gbps
+from pangu_core.tensors import numel as _numel
 
 NAME = "merge"
 DESCRIPTION = "checkpoint merge kernels (in memory vs torch ops) and streaming file merges (vs mergekit)"
 N_MODELS = 3
+
+
+def _progress(message: str) -> None:
+    print(f"[bench merge] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Runs the block with torch.set_num_threads(n); torch's previous count is restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def interleaved_medians(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int = MIN_REPEATS,
+                        warmup: int = 1, between: Callable[[str], None] | None = None) -> tuple[float, float]:
+    """Median seconds of ``ours()`` and ``theirs()`` timed alternately (ours, theirs, ours, ...)
+    over ``repeats`` rounds after ``warmup`` untimed ones; ``between(side)`` ("ours" or "theirs")
+    runs untimed after each call, e.g. to check and clear that side's output."""
+    times: dict[str, list[float]] = {"ours": [], "theirs": []}
+    for i in range(warmup + repeats):
+        for side, fn in (("ours", ours), ("theirs", theirs)):
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            if i >= warmup:
+                times[side].append(elapsed)
+            if between is not None:
+                between(side)
+    return statistics.median(times["ours"]), statistics.median(times["theirs"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,13 +80,17 @@ def _state_dicts(total_bytes: int, count: int, seed: int = 0) -> list[dict[str, 
     return out
 
 
-def _torch_linear(models: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
-    out = {}
+def _torch_linear(models: list[dict[str, torch.Tensor]], weights: list[float],
+                  out: dict[str, torch.Tensor], scratch: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Weighted mean in torch: float32 accumulation in ``scratch`` (one flat buffer reused for
+    every tensor; bf16 inputs are added without float copies), then one cast into ``out``."""
+    total = sum(weights)
     for name in models[0]:
-        acc = models[0][name].float().mul_(weights[0])
+        acc = scratch[:models[0][name].numel()].view(models[0][name].shape)
+        torch.mul(models[0][name], weights[0], out=acc)
         for m, w in zip(models[1:], weights[1:]):
-            acc.add_(m[name].float(), alpha=w)
-        out[name] = acc.div_(sum(weights)).to(torch.bfloat16)
+            acc.add_(m[name], alpha=w)
+        out[name].copy_(acc.div_(total))
     return out
 
 
@@ -68,44 +112,68 @@ def _torch_ties(base: dict[str, torch.Tensor], models: list[dict[str, torch.Tens
     return out
 
 
-def _inmem_cases(quick: bool, ceiling: float) -> list[dict[str, Any]]:
+def inmem_sides(method: str, base: dict[str, torch.Tensor], models: list[dict[str, torch.Tensor]]
+                ) -> tuple[Callable[[], dict[str, torch.Tensor]], Callable[[], dict[str, torch.Tensor]], int]:
+    """(ours, baseline, streams) for one in-memory method: each side returns its merged state
+    dict (ours writes into outputs allocated once); ``streams`` counts the state-dict-sized
+    arrays each merge reads plus the one it writes."""
     from pangu_core.merge import MergeConfig, ModelSpec, merge_one
 
+    names = {f"m{i}": m for i, m in enumerate(models)}
+    if method == "ties":
+        names["base"] = base
+    config = MergeConfig(method=method, base_model=None if method == "linear" else "base", density=0.5,
+                         models=tuple(ModelSpec(f"m{i}") for i in range(len(models))))
+    outs = {k: torch.empty_like(v) for k, v in base.items()}
+
+    def ours() -> dict[str, torch.Tensor]:
+        for k in base:
+            merge_one(config, k, {s: d[k] for s, d in names.items()}, out=outs[k])
+        return outs
+
+    if method == "linear":
+        theirs = {k: torch.empty_like(v) for k, v in base.items()}
+        scratch = torch.empty(max(v.numel() for v in base.values()), dtype=torch.float32)
+
+        def baseline() -> dict[str, torch.Tensor]:
+            return _torch_linear(models, [1.0] * len(models), theirs, scratch)
+    else:
+        def baseline() -> dict[str, torch.Tensor]:
+            return _torch_ties(base, models, 0.5)
+    return ours, baseline, len(names) + 1
+
+
+def _inmem_cases(quick: bool, ceiling: float, threads: int) -> list[dict[str, Any]]:
     size = (4 << 20) if quick else (256 << 20)
     dicts = _state_dicts(size, N_MODELS)
     base, models = dicts[0], dicts[1:]
-    names = {f"m{i}": m for i, m in enumerate(models)} | {"base": base}
     elements = sum(t.numel() for t in base.values())
     cases = []
     for method in ("linear", "ties"):
-        config = MergeConfig(method=method, base_model=None if method == "linear" else "base", density=0.5,
-                             models=tuple(ModelSpec(f"m{i}") for i in range(N_MODELS)))
-        outs = {k: torch.empty_like(v) for k, v in base.items()}
+        case = f"inmem_{method}_bf16_n3"
+        _progress(f"{case} ...")
+        ours, baseline, streams = inmem_sides(method, base, models)
+        with torch_threads(threads):
+            ours_s, base_s = interleaved_medians(ours, baseline)
+            reference = baseline()
+        mine = ours()
+        diff = max(float((mine[k].float() - reference[k].float()).abs().max()) for k in base)
+        moved = streams * 2 * elements  # bf16: 2 bytes per element per stream
 
-        def ours() -> None:
-            for k in base:
-                merge_one(config, k, {s: d[k] for s, d in names.items()}, out=outs[k])
+        def gbps(seconds: float) -> float:
+            return moved / seconds / 1e9
 
-        if method == "linear":
-            def baseline() -> dict[str, torch.Tensor]:
-                return _torch_linear(models, [1.0] * N_MODELS)
-        else:
-            def baseline() -> dict[str, torch.Tensor]:
-                return _torch_ties(base, models, 0.5)
-        streams = N_MODELS + 1 + (method == "ties")  # TIES also reads the base
-        ours_s = median_seconds(ours)
-        base_s = median_seconds(baseline)
-        reference = baseline()
-        diff = max(float((outs[k].float() - reference[k].float()).abs().max()) for k in base)
-        gbps = lambda s: (N_MODELS + 1) * 2 * elements / s / 1e9  # noqa: E731
         cases.append(make_case(
-            f"inmem_{method}_bf16_n3", "GB/s", gbps(ours_s), "torch ops", gbps(base_s),
+            case, "GB/s", gbps(ours_s), f"torch ops (float32 accumulate), {threads} torch threads", gbps(base_s),
             ceiling="memory copy", ceiling_value=ceiling, bytes_per_model_mb=2 * elements / 2**20,
-            streams_read_written=streams, max_abs_diff_vs_baseline=diff,
-            ours_seconds=ours_s, baseline_seconds=base_s,
-            notes="GB/s = (N + 1) x bytes per element / s for every side; ceiling: torch copy_ of 256 MB "
-                  "float32 counting read + written bytes; all sides write into memory already faulted in "
-                  "(the ceiling's and the baseline's by their warm-up run, ours into preallocated outputs)"))
+            streams_read_written=streams, bytes_moved=moved, max_abs_diff_vs_baseline=diff,
+            ours_seconds=ours_s, baseline_seconds=base_s, threads=threads, repeats=MIN_REPEATS,
+            child_process=False,
+            notes=f"GB/s = {streams} x bytes per model / s on both sides ({streams - 1} state dicts read, "
+                  "1 written); ceiling: torch copy_ of float32 at the same threads counting read + "
+                  "written bytes; ours and the linear baseline write into preallocated outputs, the TIES "
+                  "baseline (kthvalue threshold, sign election, disjoint mean) allocates its own"))
+        _progress(f"{case}: ours {gbps(ours_s):.2f} GB/s, baseline {gbps(base_s):.2f} GB/s")
     return cases
 
 
@@ -114,10 +182,10 @@ def _inmem_cases(quick: bool, ceiling: float) -> list[dict[str, Any]]:
 
 
 def _llama_config(quick: bool) -> dict[str, Any]:
-    if quick:  # about 5M parameters
+    if quick:  # about 5M parameters: 10 MB in bf16
         hidden, inter, layers, vocab = 256, 688, 2, 4000
-    else:  # about 536M parameters: 1.07 GB in bf16
-        hidden, inter, layers, vocab = 2048, 5504, 8, 32000
+    else:  # about 84M parameters: 161 MiB in bf16, so that mergekit's repetitions fit the suite's time
+        hidden, inter, layers, vocab = 1024, 2816, 4, 16000
     return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
             "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": hidden // 128,
             "num_key_value_heads": hidden // 128, "vocab_size": vocab, "max_position_embeddings": 2048,
@@ -152,7 +220,7 @@ def _write_checkpoints(root: Path, quick: bool) -> list[str]:
         sd = base if index == 0 else {n: (t.float() + 0.002 * torch.randn(t.shape, generator=g)).to(torch.bfloat16)
                                       for n, t in base.items()}
         path = root / f"model{index}"
-        save_checkpoint(sd, path, max_shard_bytes=(64 << 20) if quick else (400 << 20))
+        save_checkpoint(sd, path, max_shard_bytes=(4 << 20) if quick else (64 << 20))
         (path / "config.json").write_text(json.dumps(config))
         paths.append(str(path))
         del sd
@@ -178,7 +246,11 @@ def vm_hwm_mb():  # peak RSS of this process image (fresh at exec, unlike ru_max
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 kind, config_path, out, repeats, warmup, budget = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+threads = int(sys.argv[7])
 import torch, yaml
+import pangu_core
+torch.set_num_threads(threads)  # both sides at the same thread count
+pangu_core.set_num_threads(threads)
 doc = yaml.safe_load(open(config_path))
 if kind == "ours":
     from pangu_core.merge import MergeConfig, merge_checkpoints
@@ -208,11 +280,12 @@ print(json.dumps({"seconds": seconds, "peak_rss_mb": vm_hwm_mb(), "rss_before_mb
 """
 
 
-def _child(kind: str, config_path: str, out: str, repeats: int, warmup: int, budget: float) -> dict[str, Any]:
+def _child(kind: str, config_path: str, out: str, repeats: int, warmup: int, budget: float,
+           threads: int) -> dict[str, Any]:
     """Runs up to ``repeats`` timed merges (after ``warmup``) in a fresh process, stopping once they
     took ``budget`` seconds; the process's peak RSS covers them all."""
     result = subprocess.run([sys.executable, "-c", _CHILD, kind, config_path, out, str(repeats), str(warmup),
-                             str(budget)],
+                             str(budget), str(threads)],
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{kind} merge failed: {result.stderr[-2000:]}")
@@ -268,32 +341,64 @@ def _mergekit_available() -> str | None:
     return None
 
 
-def _file_cases(quick: bool) -> list[dict[str, Any]]:
-    repeats = 5
+def _interleaved_children(kinds: list[str], config_path: str, root: Path, rounds: int, warmup: int,
+                          budget: float, case: str, threads: int) -> dict[str, dict[str, Any]]:
+    """One merge per child process, kinds alternating (ours, mergekit, ours, ...), ``warmup`` untimed
+    rounds first; stops early (fewer repeats, reported) once the rounds took ``budget`` seconds."""
+    runs = {kind: {"seconds": [], "peak_rss_mb": 0.0, "rss_before_mb": 0.0} for kind in kinds}
+    spent = 0.0
+    for i in range(warmup + rounds):
+        for kind in kinds:
+            got = _child(kind, config_path, str(root / f"out_{kind}"), 1, 0, float("inf"), threads)
+            spent += got["seconds"][0]
+            if i >= warmup:
+                runs[kind]["seconds"] += got["seconds"]
+            runs[kind]["peak_rss_mb"] = max(runs[kind]["peak_rss_mb"], got["peak_rss_mb"])
+            runs[kind]["rss_before_mb"] = max(runs[kind]["rss_before_mb"], got["rss_before_mb"])
+        if i >= warmup:
+            _progress(f"{case}: round {i - warmup + 1}/{rounds}: "
+                      + ", ".join(f"{k} {runs[k]['seconds'][-1]:.2f} s" for k in kinds))
+        if spent > budget and i >= warmup + 2:  # at least three timed rounds
+            break
+    return runs
+
+
+def _file_cases(quick: bool, threads: int) -> list[dict[str, Any]]:
+    rounds = MIN_REPEATS
     cases = []
     with tempfile.TemporaryDirectory(prefix="pangu_bench_merge_") as tmp:
         root = Path(tmp)
+        _progress("writing synthetic checkpoints ...")
         paths = _write_checkpoints(root, quick)
         in_bytes = sum(f.stat().st_size for f in Path(paths[1]).glob("*.safetensors"))
+        llama = _llama_config(quick)
+        params = sum(_numel(s) for s in _llama_shapes(llama).values())
         missing = _mergekit_available()
         for method in ("linear", "ties"):
+            case = f"file_{method}_n3"
             config_path = root / f"{method}.yaml"
             import yaml
 
             config_path.write_text(yaml.safe_dump(_yaml(method, paths)))
             kinds = ["ours"] + ([] if missing else ["mergekit"])
+            _progress(f"{case}: {N_MODELS} models of {params / 1e6:.0f}M parameters ({in_bytes / 2**20:.0f} MB "
+                      f"each) {'+ base ' if method == 'ties' else ''}...")
             # quick: the inputs were just written, so the page cache is warm already
-            runs = {kind: _child(kind, str(config_path), str(root / f"out_{kind}"), repeats, 0 if quick else 1,
-                                 10.0 if quick else 300.0) for kind in kinds}
+            runs = _interleaved_children(kinds, str(config_path), root, rounds, 0 if quick else 1,
+                                         30.0 if quick else 150.0, case, threads)
             ours_s = statistics.median(runs["ours"]["seconds"])
             ours_rss = runs["ours"]["peak_rss_mb"]
-            extra: dict[str, Any] = {"checkpoint_mb": in_bytes / 2**20, "inputs": len(paths) - (method == "linear"),
-                                     "ours_peak_rss_mb": ours_rss, "ours_repeats": len(runs["ours"]["seconds"]),
-                                     "ours_rss_before_merge_mb": runs["ours"]["rss_before_mb"]}
+            extra: dict[str, Any] = {
+                "checkpoint_mb": in_bytes / 2**20, "parameters_per_model": params,
+                "sizes": f"{N_MODELS} models{' + base' if method == 'ties' else ''}, {params / 1e6:.0f}M "
+                         f"parameters, {in_bytes / 2**20:.0f} MB bf16 each",
+                "inputs": len(paths) - (method == "linear"), "ours_peak_rss_mb": ours_rss,
+                "ours_rss_before_merge_mb": runs["ours"]["rss_before_mb"],
+                "repeats": len(runs["ours"]["seconds"]), "child_process": True}
             if missing:
                 extra["baseline_note"] = missing
-                cases.append(make_case(f"file_{method}_n3", "seconds", ours_s, "mergekit (unavailable)", float("nan"),
-                                       higher_is_better=False, **extra))
+                cases.append(make_case(case, "seconds", ours_s, "mergekit (not installed here: not measured)",
+                                       float("nan"), higher_is_better=False, **extra))
                 continue
             mk_s = statistics.median(runs["mergekit"]["seconds"])
             mk_rss = runs["mergekit"]["peak_rss_mb"]
@@ -303,13 +408,17 @@ def _file_cases(quick: bool) -> list[dict[str, Any]]:
                          ours_options="durable=False (no fsync, like mergekit); input XXH64 digests recorded "
                                       "(default input_hash: xxh64; sha256 available); mergekit hashes nothing",
                          **_compare_outputs(root, method, paths))
-            cases.append(make_case(f"file_{method}_n3", "seconds", ours_s, "mergekit", mk_s, higher_is_better=False,
-                                   **extra))
+            cases.append(make_case(case, "seconds", ours_s,
+                                   f"mergekit run_merge (lazy_unpickle, one process, {threads} torch threads)",
+                                   mk_s, higher_is_better=False, **extra))
     return cases
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """The four merge cases (smaller sizes with ``quick``)."""
-    ceiling = memcpy_gbps(64 << 20 if quick else 256 << 20)
-    return _inmem_cases(quick, ceiling) + _file_cases(quick)
+    from pangu_core import get_num_threads
 
+    threads = get_num_threads()
+    with torch_threads(threads):
+        ceiling = memcpy_gbps(64 << 20 if quick else 256 << 20)
+    return _inmem_cases(quick, ceiling, threads) + _file_cases(quick, threads)
