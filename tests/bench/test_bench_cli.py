@@ -9,7 +9,7 @@ from pangu_core.bench import common
 
 
 def _fake_run(cases_by_name):
-    def run(name, quick=False, log=None):
+    def run(name, quick=False, log=None, device="cpu"):
         return {"bench": name, "quick": quick, "machine": common.machine_info(), "seconds": 0.0,
                 "cases": cases_by_name(name)}
     return run

@@ -26,7 +26,7 @@ import torch
 
 import pangu_core
 from pangu_core import attention as attn
-from pangu_core.bench.common import MIN_REPEATS, make_case
+from pangu_core.bench.common import MIN_REPEATS, make_case, skipped_case
 from pangu_core.tensors import dtype_name
 
 NAME = "attention"
@@ -113,13 +113,6 @@ def device_problem(device: str) -> str | None:
     if index and int(index) >= info.count:
         return f"no {device}: only {info.count} {kind} device(s)"
     return None
-
-
-def skipped(case: str, metric: str, baseline: str, reason: str) -> dict:
-    """A case that could not run here: NaN values and ``skipped`` = the reason (not a failure)."""
-    nan = float("nan")
-    return {"case": case, "metric": metric, "ours": nan, "baseline": baseline, "baseline_value": nan,
-            "ratio": nan, "repeats": 0, "child_process": False, "skipped": reason}
 
 
 def gemm_ceiling_fns(dtype: torch.dtype, device: str) -> list[tuple[str, float, Callable[[], object]]]:
@@ -261,11 +254,9 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
 
     problem = device_problem(device)
     if problem is not None:
-        out = [skipped(c.case, "GB/s" if c.kind == "decode" else "GFLOP/s", baseline_name(device, 0), problem)
+        out = [skipped_case(c.case, "GB/s" if c.kind == "decode" else "GFLOP/s", baseline_name(device, 0), problem)
                for c in CASES]
-        out += [skipped(name, "tokens/s", attention_model.BASELINE, problem) for name in attention_model.CASE_NAMES]
-        for case in out:
-            progress(f"{case['case']}: skipped ({problem})")
+        out += [skipped_case(name, "tokens/s", attention_model.BASELINE, problem) for name in attention_model.CASE_NAMES]
         return out
     cases = []
     total = len(CASES) + len(attention_model.CASE_NAMES)

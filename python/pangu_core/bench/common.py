@@ -151,14 +151,15 @@ def make_case(
     return out
 
 
-def skipped_case(case: str, metric: str, baseline: str, reason: str) -> dict[str, Any]:
+def skipped_case(case: str, metric: str, baseline: str, reason: str, **extra: Any) -> dict[str, Any]:
     """A case that could not run here (e.g. no device): NaN values, ``skipped`` = the reason.
 
     Skipped cases are shown in the table with their reason and do not make the command fail.
+    ``extra`` fields (the device asked for, ...) are recorded too.
     """
     nan = float("nan")
     out = {"case": case, "metric": metric, "ours": nan, "baseline": baseline, "baseline_value": nan,
-           "ratio": nan, "repeats": 0, "child_process": False, "skipped": reason}
+           "ratio": nan, "repeats": 0, "child_process": False, "skipped": reason, **extra}
     _report(out)
     return out
 

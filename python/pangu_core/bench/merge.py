@@ -396,7 +396,9 @@ def _file_cases(quick: bool, threads: int) -> list[dict[str, Any]]:
                 "ours_rss_before_merge_mb": runs["ours"]["rss_before_mb"],
                 "repeats": len(runs["ours"]["seconds"]), "child_process": True}
             if missing:
+                # The comparison cannot run here: a skipped case (ours still recorded), not a failure.
                 extra["baseline_note"] = missing
+                extra["skipped"] = f"no baseline: {missing} (pip install .[bench])"
                 cases.append(make_case(case, "seconds", ours_s, "mergekit (not installed here: not measured)",
                                        float("nan"), higher_is_better=False, **extra))
                 continue

@@ -17,7 +17,6 @@ runs with torch.set_num_threads equal to pangu_core's thread count, interleaved 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ from typing import Any
 
 import torch
 
-from pangu_core.bench.common import MIN_REPEATS, make_case, memcpy_gbps
+from pangu_core.bench.common import MIN_REPEATS, make_case, memcpy_gbps, skipped_case
 from pangu_core.bench.merge import interleaved_medians, torch_threads
 from pangu_core.tensors import dtype_name, numel
 from pangu_core.tensors import element_size as bytes_per_element
@@ -194,12 +193,6 @@ def _puller(conn: Any, nbytes: int, prefix: str, threads: int, device: str) -> N
         sub.close()
 
 
-def _skipped(case: str, metric: str, baseline: str, reason: str, **extra: Any) -> dict[str, Any]:
-    """A case that could not run here: NaN values and the reason in "skipped"."""
-    _progress(f"{case}: skipped ({reason})")
-    return make_case(case, metric, float("nan"), baseline, float("nan"), skipped=reason, repeats=0, **extra)
-
-
 def bench_publish_pull(nbytes: int, repeats: int = MIN_REPEATS, device: str = "cpu",
                        case: str = "publish_pull_shm_1g") -> dict[str, Any]:
     """The learner (this process) publishes its state dict on ``device`` into shared memory and a
@@ -283,13 +276,13 @@ def bench_publish_pull_device(nbytes: int, device: str | None, repeats: int = MI
 
     case, baseline = "publish_pull_shm_1g_device", "torch share_memory_() tensors, device -> host -> device"
     if device is None:
-        return _skipped(case, "GB/s", baseline, "no --device given (use --device cuda or --device npu)")
+        return skipped_case(case, "GB/s", baseline, "no --device given (use --device cuda or --device npu)")
     kind = torch.device(device).type
     if kind == "cpu":
-        return _skipped(case, "GB/s", baseline, "--device cpu: the CPU case is publish_pull_shm_1g", device=device)
+        return skipped_case(case, "GB/s", baseline, "--device cpu: the CPU case is publish_pull_shm_1g", device=device)
     info = probe(kind)
     if not info.available:
-        return _skipped(case, "GB/s", baseline, f"{kind} unavailable: {info.reason}", device=device)
+        return skipped_case(case, "GB/s", baseline, f"{kind} unavailable: {info.reason}", device=device)
     return bench_publish_pull(nbytes, repeats, device=device, case=case)
 
 
