@@ -14,6 +14,7 @@ import pangu_core
 from pangu_core import attention as attn
 from pangu_core import device as device_module
 from pangu_core.bench import attention as bench_attn
+from pangu_core.bench import common
 from pangu_core.bench import _attention_model as bench_model
 
 
@@ -162,7 +163,7 @@ def test_torch_runs_at_the_pool_threads_and_is_restored():
     pool = pangu_core.get_num_threads()
     torch.set_num_threads(pool + 1)
     try:
-        with bench_attn.same_threads() as threads:
+        with common.torch_threads() as threads:
             assert threads == pool == torch.get_num_threads()
         assert torch.get_num_threads() == pool + 1
     finally:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pangu_core import _core
+from pangu_core.bench import common
 from pangu_core.bench import merge as bench_merge
 from pangu_core.bench import sync as bench_sync
 
@@ -24,10 +25,10 @@ def _bf16_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def test_torch_threads_sets_and_restores():
     before = torch.get_num_threads()
-    with bench_merge.torch_threads(1):
+    with common.torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    with pytest.raises(RuntimeError), bench_merge.torch_threads(1):
+    with pytest.raises(RuntimeError), common.torch_threads(1):
         raise RuntimeError("inside")
     assert torch.get_num_threads() == before
 
@@ -35,8 +36,8 @@ def test_torch_threads_sets_and_restores():
 def test_interleaved_medians_alternates_and_counts_rounds():
     calls: list[str] = []
     checked: list[str] = []
-    ours_s, theirs_s = bench_merge.interleaved_medians(lambda: calls.append("o"), lambda: calls.append("t"),
-                                                       repeats=3, warmup=1, between=checked.append)
+    ours_s, theirs_s = common.interleaved_medians(lambda: calls.append("o"), lambda: calls.append("t"),
+                                                  repeats=3, warmup=1, between=checked.append)
     assert calls == ["o", "t"] * 4
     assert checked == ["ours", "theirs"] * 4
     assert ours_s >= 0 and theirs_s >= 0

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from typing import Callable
 
 import torch
 
 from pangu_core import attention as attn
-from pangu_core.bench.common import make_case
+from pangu_core.bench.common import interleaved_times, make_case, torch_threads
 
 CASE_NAMES = ("generate_micro_ctx2k", "sft_step_micro")
 BASELINE = 'transformers attn_implementation="sdpa" (torch SDPA), same model, weights, inputs and threads'
@@ -82,18 +81,24 @@ def sft_step_fn(model, lr: float = 1e-4) -> Callable[[torch.Tensor], float]:
 
 def _interleave(fns: list[Callable[[], object]], repeats: int, sync: Callable[[], None], name: str,
                 report: Callable[[str], None]) -> tuple[list[list[float]], list[object]]:
-    """Per-fn seconds of each repetition (fns in turn each repetition) and each fn's first result."""
-    times: list[list[float]] = [[] for _ in fns]
+    """Per-fn seconds of each repetition (no warm-up round: the caller warms up at a small shape) and
+    each fn's first result, with a progress line as each repetition starts."""
     first: list[object] = [None] * len(fns)
-    for rep in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
+    current = {"round": 0}
+
+    def keep_first(i: int, fn: Callable[[], object]) -> Callable[[], None]:
+        def call() -> None:
             result = fn()
-            sync()
-            times[i].append(time.perf_counter() - start)
-            if rep == 0:
+            if current["round"] == 0:
                 first[i] = result
-        report(f"{name}: repetition {rep + 1}/{repeats}: pangu {times[0][-1]:.2f} s, sdpa {times[1][-1]:.2f} s")
+        return call
+
+    def on_round(r: int) -> None:
+        current["round"] = r
+        report(f"{name}: repetition {r + 1}/{repeats} (pangu, then sdpa)")
+
+    times = interleaved_times([keep_first(i, fn) for i, fn in enumerate(fns)], repeats, warmup=0, sync=sync,
+                              on_round=on_round)
     return times, first
 
 
@@ -102,11 +107,9 @@ def run_case(name: str, quick: bool, device: str = "cpu") -> dict:
 
     torch runs with as many threads as pangu_core's pool (recorded in ``threads``).
     """
-    from pangu_core.bench.attention import same_threads
-
     if name not in SHAPES:
         raise ValueError(f"name: unknown model case {name!r}; known: {', '.join(CASE_NAMES)}")
-    with same_threads() as threads:
+    with torch_threads() as threads:
         return _measure(name, quick, device, threads)
 
 

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
-import pangu_core
 from pangu_core import attention as attn
-from pangu_core.bench.common import MIN_REPEATS, make_case, skipped_case
+from pangu_core.bench.common import MIN_REPEATS, interleaved_times, make_case, skipped_case, torch_threads
 from pangu_core.tensors import dtype_name
 
 NAME = "attention"
@@ -71,33 +68,6 @@ def synchronizer(device: str) -> Callable[[], None]:
     if kind == "npu":
         return torch.npu.synchronize  # type: ignore[attr-defined]  (torch_npu adds it)
     return lambda: None
-
-
-def interleaved_times(fns: list[Callable[[], object]], repeats: int, sync: Callable[[], None]) -> list[list[float]]:
-    """Seconds of every repetition of each fn, timing them in turn within each repetition (after a warm-up)."""
-    for fn in fns:
-        fn()
-    sync()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[i].append(time.perf_counter() - start)
-    return times
-
-
-@contextmanager
-def same_threads() -> Iterator[int]:
-    """Runs the block with torch using as many threads as pangu_core's pool; yields that number."""
-    threads = pangu_core.get_num_threads()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(before)
 
 
 def device_problem(device: str) -> str | None:
@@ -185,7 +155,7 @@ def run_case(c: Case, quick: bool, device: str = "cpu") -> dict:
 
     torch runs with as many threads as pangu_core's pool (recorded in ``threads``).
     """
-    with same_threads() as threads:
+    with torch_threads() as threads:
         return _measure(c, quick, device, threads)
 
 
@@ -220,7 +190,7 @@ def _measure(c: Case, quick: bool, device: str, threads: int) -> dict:
 
     nbytes = 2 * k.numel() * k.element_size()
     ceilings = read_ceiling_fns(nbytes, device) if c.kind == "decode" else gemm_ceiling_fns(c.dtype, device)
-    times = interleaved_times([ours, theirs] + [fn for _, _, fn in ceilings], repeats, synchronizer(device))
+    times = interleaved_times([ours, theirs] + [fn for _, _, fn in ceilings], repeats, sync=synchronizer(device))
     t_ours, t_base = statistics.median(times[0]), statistics.median(times[1])
     rates = [(work / min(t) / 1e9, name) for (name, work, _), t in zip(ceilings, times[2:])]
     ceiling_value, ceiling_name = max(rates)

@@ -6,15 +6,76 @@ times, and reports medians. Nothing here asserts on speed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 MIN_REPEATS = 5
+
+
+def interleaved_times(
+    fns: list[Callable[[], Any]],
+    repeats: int,
+    *,
+    warmup: int = 1,
+    sync: Callable[[], None] | None = None,
+    after: Callable[[int], None] | None = None,
+    on_round: Callable[[int], None] | None = None,
+) -> list[list[float]]:
+    """Seconds of each of ``fns`` in every one of ``repeats`` rounds, the fns called in turn within a
+    round (ours, baseline, ours, ...) so that a change of machine load hits every side alike.
+
+    ``warmup`` untimed rounds come first. ``sync()`` runs inside each timing (waits for a device);
+    ``after(i)`` runs untimed after fn i (e.g. checks and clears its output); ``on_round(r)`` runs
+    before round r (negative during the warm-up).
+    """
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(-warmup, repeats):
+        if on_round is not None:
+            on_round(r)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            if sync is not None:
+                sync()
+            elapsed = time.perf_counter() - start
+            if r >= 0:
+                times[i].append(elapsed)
+            if after is not None:
+                after(i)
+    return times
+
+
+def interleaved_medians(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int = MIN_REPEATS,
+                        warmup: int = 1, between: Callable[[str], None] | None = None) -> tuple[float, float]:
+    """Median seconds of ``ours()`` and ``theirs()`` from :func:`interleaved_times`; ``between(side)``
+    ("ours" or "theirs") runs untimed after each call."""
+    sides = ("ours", "theirs")
+    times = interleaved_times([ours, theirs], repeats, warmup=warmup,
+                              after=None if between is None else lambda i: between(sides[i]))
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None) -> Iterator[int]:
+    """Runs the block with torch at ``n`` threads (default: pangu_core's pool count, so both sides of a
+    case use the same threads); yields that count and restores torch's previous one afterwards."""
+    import torch
+
+    import pangu_core
+
+    n = pangu_core.get_num_threads() if n is None else n
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(previous)
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int = MIN_REPEATS, warmup: int = 1) -> float:

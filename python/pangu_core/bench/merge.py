@@ -11,20 +11,18 @@ rounding.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pangu_core.bench.common import MIN_REPEATS, make_case, memcpy_gbps
+from pangu_core.bench.common import MIN_REPEATS, interleaved_medians, make_case, memcpy_gbps, torch_threads
 from pangu_core.tensors import numel as _numel
 
 NAME = "merge"
@@ -34,35 +32,6 @@ N_MODELS = 3
 
 def _progress(message: str) -> None:
     print(f"[bench merge] {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Runs the block with torch.set_num_threads(n); torch's previous count is restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def interleaved_medians(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int = MIN_REPEATS,
-                        warmup: int = 1, between: Callable[[str], None] | None = None) -> tuple[float, float]:
-    """Median seconds of ``ours()`` and ``theirs()`` timed alternately (ours, theirs, ours, ...)
-    over ``repeats`` rounds after ``warmup`` untimed ones; ``between(side)`` ("ours" or "theirs")
-    runs untimed after each call, e.g. to check and clear that side's output."""
-    times: dict[str, list[float]] = {"ours": [], "theirs": []}
-    for i in range(warmup + repeats):
-        for side, fn in (("ours", ours), ("theirs", theirs)):
-            start = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - start
-            if i >= warmup:
-                times[side].append(elapsed)
-            if between is not None:
-                between(side)
-    return statistics.median(times["ours"]), statistics.median(times["theirs"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
-from pangu_core.bench.common import MIN_REPEATS, make_case, percentiles
+from pangu_core.bench.common import MIN_REPEATS, interleaved_times, make_case, percentiles
 from pangu_core.rewards.types import CodeTest
 
 NAME = "rewards"
@@ -46,18 +46,15 @@ def _progress(message: str) -> None:
 
 
 def interleaved(sides: list[Callable[[int], Any]], repeats: int, warmup: int = 1) -> list[list[float]]:
-    """Wall times of each side over ``repeats`` rounds, sides run in turn within a round (after
-    ``warmup`` untimed rounds); ``side(round)`` gets the round number (negative in warm-up)."""
-    for w in range(warmup):
-        for side in sides:
-            side(-1 - w)
-    times: list[list[float]] = [[] for _ in sides]
-    for r in range(repeats):
-        for side, out in zip(sides, times):
-            start = time.perf_counter()
-            side(r)
-            out.append(time.perf_counter() - start)
-    return times
+    """:func:`common.interleaved_times` for sides that take the round number (negative in warm-up), so
+    that each round draws fresh inputs and records its own verdicts."""
+    current = {"round": 0}
+
+    def bind(side: Callable[[int], Any]) -> Callable[[], Any]:
+        return lambda: side(current["round"])
+
+    return interleaved_times([bind(side) for side in sides], repeats, warmup=warmup,
+                             on_round=lambda r: current.__setitem__("round", r))
 
 
 def math_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:

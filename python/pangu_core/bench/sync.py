@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from pangu_core.bench.common import MIN_REPEATS, make_case, memcpy_gbps, skipped_case
-from pangu_core.bench.merge import interleaved_medians, torch_threads
+from pangu_core.bench.common import (MIN_REPEATS, interleaved_medians, make_case, memcpy_gbps, skipped_case,
+                                     torch_threads)
 from pangu_core.tensors import dtype_name, numel
 from pangu_core.tensors import element_size as bytes_per_element
 
