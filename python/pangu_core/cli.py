@@ -17,6 +17,7 @@ import sys
 # name -> (module defining add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS = {
     "bench": ("pangu_core.bench.cli", "run microbenchmarks (ours vs a baseline, same run)"),
+    "distill": ("pangu_core.distill.cli", "iterative distillation: select by pass rate, fine-tune, merge rounds"),
     "info": ("pangu_core.cli", "print how the C++ core was built and which devices exist"),
     "merge": ("pangu_core.merge.cli", "merge checkpoints from a YAML config (mergekit-style fields)"),
     "sft": ("pangu_core.distill.sft_cli", "train the tiny model on the default tasks and evaluate it"),

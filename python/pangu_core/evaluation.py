@@ -1,6 +1,7 @@
 """Evaluating a model on a test split: accuracy and generated tokens per mode and difficulty level.
 
-Greedy decoding gives accuracy; sampling ``samples_per_prompt`` answers gives pass@k with the
+Greedy decoding gives accuracy; :func:`pass_rates` counts right answers among k sampled ones per
+task (the complexity score of distillation); sampling ``samples_per_prompt`` answers gives pass@k with the
 unbiased estimator (1 - C(n-c, k) / C(n, k)). Prompts are batched (left-padded, sorted by length)
 and rendered with the tokenizer's chat template, the mode tag at the end of the user turn. Final
 answers are checked by MARS's math verifier (:class:`pangu_core.rewards.math.MathVerifier`, with its
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -115,6 +117,63 @@ def generate(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int
 
 def _chat_format(tokenizer, markers: ThinkingMarkers) -> ChatFormat:
     return ChatFormat(end=tokenizer.eos_token, pad=tokenizer.pad_token or "", markers=markers)
+
+
+def pass_rates(model, tokenizer, tasks: Sequence[Task], mode: str = "slow", k: int = 4, temperature: float = 1.0,
+               max_new_tokens: int = 256, batch_size: int = 64, seed: int = 0,
+               markers: ThinkingMarkers = ThinkingMarkers(), verifier: MathVerifier | None = None,
+               progress: bool = True) -> np.ndarray:
+    """Right answers per task out of ``k`` sampled ones (int64 array, one count per task).
+
+    Each prompt is rendered in ``mode`` with the tokenizer's chat template and sampled ``k`` times at
+    ``temperature`` (top-k and top-p off); final answers are judged by MARS's math verifier, as in
+    :func:`evaluate_model`. Prompts go ``batch_size`` at a time (``batch_size * k`` sequences per
+    generate call). Sampling is seeded with ``seed``; torch's global generator is restored after.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    for name, value in (("k", k), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature: expected a finite number > 0, got {temperature!r}")
+    tasks = list(tasks)
+    for i, task in enumerate(tasks):
+        if not isinstance(task, Task):
+            raise TypeError(f"tasks[{i}]: expected Task, got {type(task).__name__}")
+        if task.task_type != "math":
+            raise ValueError(f"tasks[{i}]: pass rates judge final answers of math tasks, got task_type "
+                             f"{task.task_type!r}")
+    correct = np.zeros(len(tasks), dtype=np.int64)
+    if not tasks:
+        return correct
+    own_verifier = verifier is None
+    verifier = MathVerifier() if verifier is None else verifier
+    chat = _chat_format(tokenizer, markers)
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(tasks)), key=lambda i: (len(tasks[i].prompt), i))
+    bar = tqdm(total=len(tasks), desc=f"pass rates ({mode}, k={k})", disable=not progress, dynamic_ncols=True)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                prompts = _prompt_ids(tokenizer, [tasks[i] for i in rows], mode)
+                sampled = generate(model, tokenizer, prompts, max_new_tokens, do_sample=True,
+                                   temperature=temperature, num_return_sequences=k)
+                finals = [parse_response(tokenizer.decode(ids, skip_special_tokens=False), chat).final_answer
+                          for ids in sampled]
+                hits = match_answers(verifier, finals, [tasks[i].reference for i in rows for _ in range(k)])
+                for j, i in enumerate(rows):
+                    correct[i] = sum(hits[j * k:(j + 1) * k])
+                bar.update(len(rows))
+    finally:
+        bar.close()
+        model.train(was_training)
+        if own_verifier:
+            verifier.close()
+    return correct
 
 
 def evaluate_model(model, tokenizer, tasks: Sequence[Task], config: EvalConfig = EvalConfig(),

@@ -27,8 +27,10 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def checkpoint_files(path: str | os.PathLike[str]) -> tuple[list[str], Path | None]:
-    """The safetensors files of a checkpoint folder (its index's shards, else every ``*.safetensors``)
-    or of one file, and the folder (None for a file). Raises FileNotFoundError or ValueError naming
+    """The safetensors files of a checkpoint folder (its index's shards, else ``model.safetensors``,
+    else every ``*.safetensors``) or of one file, and the folder (None for a file). A folder with
+    ``model.safetensors`` may hold other safetensors files that are not weights (an SFT checkpoint's
+    ``training_state.safetensors``): only the model file is read. Raises FileNotFoundError or ValueError naming
     the path."""
     p = Path(path)
     if p.is_dir():
@@ -41,6 +43,8 @@ def checkpoint_files(path: str | os.PathLike[str]) -> tuple[list[str], Path | No
                 raise ValueError(f"{index}: not a safetensors index ({exc})") from None
             if not files:
                 raise ValueError(f"{index}: no weight_map entries")
+        elif (p / "model.safetensors").is_file():
+            files = ["model.safetensors"]
         else:
             files = sorted(x.name for x in p.glob("*.safetensors"))
             if not files:

@@ -1,0 +1,63 @@
+"""`pangu-core distill`: model-aware iterative distillation with merging between rounds.
+
+Settings come from ``configs/distill_default.yaml`` (``--quick``: ``distill_quick.yaml``, or
+``--config FILE``); ``--init``, ``--data`` and ``--teacher`` replace the start checkpoint, the
+generated pool and the programmatic teacher. See :mod:`pangu_core.distill.loop` for the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pangu_core.distill.config import DistillConfig, builtin_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `pangu-core distill`."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--config", type=Path, help="YAML run config (default: the built-in distill_default.yaml)")
+    which.add_argument("--quick", action="store_true", help="the built-in distill_quick.yaml (a few minutes)")
+    parser.add_argument("--init", type=Path, help="start checkpoint folder (default: trained by the config's "
+                                                  "warm_start)")
+    parser.add_argument("--data", type=Path, help="JSONL pool of math tasks with references (default: generated "
+                                                  "tasks)")
+    parser.add_argument("--teacher", type=Path, help="transformers teacher model folder (default: the "
+                                                     "programmatic teacher)")
+    parser.add_argument("--seed", type=int, help="replace the config's seed")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (new or empty; the same run there "
+                                                                "is resumed)")
+    parser.add_argument("--overwrite", action="store_true", help="replace another run in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def load_config(args: argparse.Namespace) -> tuple[DistillConfig, str]:
+    """The config the arguments name, with --teacher and --seed applied; and where it came from."""
+    path = args.config or builtin_config("distill_quick" if args.quick else "distill_default")
+    config = DistillConfig.from_yaml(path)
+    if getattr(args, "teacher", None) is not None:
+        config = config.replace(teacher=config.teacher.replace(kind="transformers", path=str(args.teacher)))
+    if getattr(args, "seed", None) is not None:
+        config = config.replace(seed=args.seed)
+    return config, str(args.config) if args.config else path.name
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the rounds; prints a JSON summary per round to stdout."""
+    from pangu_core.distill.loop import run_distill
+
+    config, source = load_config(args)
+    report = run_distill(config, args.out, init=args.init, data=args.data, progress=not args.no_progress,
+                         overwrite=args.overwrite)
+    summary = []
+    for entry in report["rounds"]:
+        line = {"round": entry["round"], "slow_accuracy_merged": entry["eval"]["merged"]["accuracy"].get("slow")}
+        if "selection" in entry:
+            line["mid_share_pool"] = entry["selection"]["mid_share_pool"]
+            line["mid_share_selected"] = entry["selection"]["mid_share_selected"]
+            line["mean_level_selected"] = entry["selection"]["mean_level_selected"]
+        summary.append(line)
+    print(json.dumps({"config": source, "rounds": summary, "seconds": report["seconds"],
+                      "report": str(Path(args.out) / "report.json")}, indent=2))
+    return 0

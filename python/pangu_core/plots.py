@@ -1,0 +1,97 @@
+"""The run reports' figures (PNG, matplotlib's Agg backend): drivers pass their report, this draws it.
+
+* :func:`distill_figure`: a distillation run (accuracy per level against round, complexity
+  histograms, selected level shares).
+* :func:`ablation_figure`: an ablation (a final figure per arm and seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _levels(accuracy: Mapping[str, Mapping[str, float]], mode: str) -> list[str]:
+    return sorted(accuracy.get(mode, {}), key=int)
+
+
+def distill_figure(report: Mapping[str, Any], path: str | Path, mode: str = "slow") -> Path:
+    """Three panels: ``mode`` accuracy per level against round (merged solid, last round's model
+    dashed), the pool's and the selection's complexity histograms per round, and the selected level
+    shares per round."""
+    plt = _pyplot()
+    rounds = report["rounds"]
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    steps = [entry["round"] for entry in rounds]
+    for i, level in enumerate(_levels(rounds[0]["eval"]["merged"]["accuracy"], mode)):
+        colour = colours[i % len(colours)]
+        for kind, style in (("merged", "-"), ("last", "--")):
+            values = [entry["eval"][kind]["accuracy"].get(mode, {}).get(level, float("nan")) for entry in rounds]
+            left.plot(steps, values, style, color=colour, marker="o", label=f"level {level}" if kind == "merged" else None)
+    left.set(xlabel="round", ylabel=f"{mode} accuracy (greedy)", ylim=(-0.02, 1.02),
+             title="accuracy per level (merged solid, last dashed)")
+    left.set_xticks(steps)
+    left.legend(fontsize=8)
+    selections = [(entry["round"], entry["selection"]) for entry in rounds[1:]]
+    bins = len(selections[0][1]["c_histogram_pool"]) if selections else 10
+    centres = [(b + 0.5) / bins for b in range(bins)]
+    for i, (t, stats) in enumerate(selections):
+        colour = colours[i % len(colours)]
+        pool, chosen = stats["c_histogram_pool"], stats["c_histogram_selected"]
+        middle.plot(centres, [c / max(1, sum(pool)) for c in pool], ":", color=colour, label=f"round {t} pool")
+        middle.plot(centres, [c / max(1, sum(chosen)) for c in chosen], "-", color=colour, marker=".",
+                    label=f"round {t} selected")
+    middle.set(xlabel="complexity C = 1 - pass rate", ylabel="share of prompts", title="complexity histograms")
+    middle.legend(fontsize=8)
+    if selections:
+        levels = sorted({level for _, stats in selections for level in stats["level_histogram_selected"]}, key=int)
+        bottom = [0.0] * len(selections)
+        for i, level in enumerate(levels):
+            shares = [stats["level_histogram_selected"].get(level, 0) / max(1, stats["selected"])
+                      for _, stats in selections]
+            right.bar([t for t, _ in selections], shares, bottom=bottom, color=colours[i % len(colours)],
+                      label=f"level {level}")
+            bottom = [b + s for b, s in zip(bottom, shares)]
+        right.set_xticks([t for t, _ in selections])
+        right.legend(fontsize=8)
+    right.set(xlabel="round", ylabel="share of selected prompts", ylim=(0, 1.02), title="selected levels")
+    for axis in (left, middle, right):
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def ablation_figure(values: Mapping[str, Sequence[float]], seeds: Sequence[int], path: str | Path,
+                    ylabel: str, title: str) -> Path:
+    """A point per arm and seed (lines join a seed across arms) and each arm's mean."""
+    plt = _pyplot()
+    arms = list(values)
+    figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(arms), 4))
+    for j, seed in enumerate(seeds):
+        axis.plot(range(len(arms)), [values[arm][j] for arm in arms], "o-", alpha=0.5, label=f"seed {seed}")
+    means = [sum(values[arm]) / len(values[arm]) for arm in arms]
+    axis.plot(range(len(arms)), means, "k_", markersize=30, mew=2, label="mean")
+    axis.set_xticks(range(len(arms)))
+    axis.set_xticklabels(arms, rotation=15)
+    axis.set(ylabel=ylabel, title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
