@@ -16,6 +16,7 @@ import sys
 
 # name -> (module defining add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS = {
+    "ablate": ("pangu_core.distill.ablate", "distillation ablations: selection or merging arms over seeds"),
     "bench": ("pangu_core.bench.cli", "run microbenchmarks (ours vs a baseline, same run)"),
     "distill": ("pangu_core.distill.cli", "iterative distillation: select by pass rate, fine-tune, merge rounds"),
     "info": ("pangu_core.cli", "print how the C++ core was built and which devices exist"),

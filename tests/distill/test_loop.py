@@ -9,32 +9,11 @@ import pytest
 import torch
 
 from pangu_core.config import ConfigError
-from pangu_core.distill.config import DistillConfig
 from pangu_core.distill.loop import DistillRun, run_distill
 from pangu_core.merge.checkpoint import load_checkpoint
 from pangu_core.tasks.dataset import Task, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-SMALL = {
-    "rounds": 2, "levels": [1, 2], "test_per_level": 3, "num_threads": 1, "tokens_per_round": 600,
-    "selection": {"pool_size": 8, "select": 4, "k": 2, "max_new_tokens": 12, "batch_size": 8},
-    "sft": {"batch_size": 4, "learning_rate": 0.003, "warmup_steps": 1, "max_length": 128, "log_every": 1},
-    "eval": {"modes": ["slow"], "max_new_tokens": 12, "batch_size": 8},
-    "warm_start": {"levels": [1, 2], "train_problems": 40,
-                   "trainer": {"max_steps": 3, "batch_size": 4, "warmup_steps": 1, "max_length": 128}},
-}
-
-
-def small_config(**changes) -> DistillConfig:
-    data = json.loads(json.dumps(SMALL))
-    for key, value in changes.items():
-        if isinstance(value, dict):
-            data.setdefault(key, {}).update(value)
-        else:
-            data[key] = value
-    return DistillConfig.from_dict(data)
-
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(folder)
@@ -45,7 +24,7 @@ def same_weights(a: Path, b: Path) -> bool:
     return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
 
 
-def test_previous_reading_with_lambda_one_is_the_unmerged_chain_bit_for_bit(tmp_path, start_folder):
+def test_previous_reading_with_lambda_one_is_the_unmerged_chain_bit_for_bit(tmp_path, start_folder, small_config):
     chain = run_distill(small_config(merging={"method": "none"}), tmp_path / "chain", init=start_folder,
                         progress=False, plot=False)
     merged = run_distill(small_config(merging={"method": "task_arithmetic", "delta_reference": "previous",
@@ -61,7 +40,7 @@ def test_previous_reading_with_lambda_one_is_the_unmerged_chain_bit_for_bit(tmp_
     assert not same_weights(tmp_path / "chain" / "round_1" / "checkpoint", tmp_path / "chain" / "round_2" / "checkpoint")
 
 
-def test_base_reading_merges_the_mean_of_the_round_deltas(tmp_path, start_folder):
+def test_base_reading_merges_the_mean_of_the_round_deltas(tmp_path, start_folder, small_config):
     report = run_distill(small_config(merging={"method": "task_arithmetic", "delta_reference": "base",
                                                "lambda_": 0.8}), tmp_path / "run", init=start_folder,
                          progress=False, plot=False)
@@ -76,7 +55,7 @@ def test_base_reading_merges_the_mean_of_the_round_deltas(tmp_path, start_folder
     assert (tmp_path / "run" / "report.json").is_file()
 
 
-def test_report_has_the_fields_of_every_round(tmp_path, start_folder):
+def test_report_has_the_fields_of_every_round(tmp_path, start_folder, small_config):
     report = run_distill(small_config(selection={"strategy": "fixed_levels", "fixed_levels": [[1], [2]]}),
                          tmp_path / "run", init=start_folder, progress=False)
     assert (tmp_path / "run" / "report.png").stat().st_size > 0
@@ -96,7 +75,7 @@ def test_report_has_the_fields_of_every_round(tmp_path, start_folder):
     assert len(report["mechanism"]["mid_share_gain"]) == 2
 
 
-def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, start_folder, monkeypatch):
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, start_folder, monkeypatch, small_config):
     config = small_config()
     straight = run_distill(config, tmp_path / "straight", init=start_folder, progress=False, plot=False)
     calls = {"n": 0}
@@ -122,7 +101,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, start_folder, m
         run_distill(small_config(seed=5), tmp_path / "resumed", init=start_folder, progress=False)
 
 
-def test_warm_start_trains_the_start_checkpoint_when_no_init_is_given(tmp_path):
+def test_warm_start_trains_the_start_checkpoint_when_no_init_is_given(tmp_path, small_config):
     report = run_distill(small_config(rounds=1), tmp_path / "run", progress=False, plot=False)
     assert (tmp_path / "run" / "round_0" / "checkpoint" / "model.safetensors").is_file()
     assert report["rounds"][0]["eval"]["last"]["count"]["slow"] == {"1": 3, "2": 3}
@@ -141,17 +120,17 @@ def test_warm_start_trains_the_start_checkpoint_when_no_init_is_given(tmp_path):
     ({"warm_start": {"levels": [1, 2, 3]}}, "warm_start.levels: expected the run's levels"),
     ({"tokens_per_round": -1}, "tokens_per_round: expected an int >= 1"),
 ])
-def test_bad_configs_are_refused_naming_the_field(changes, message):
+def test_bad_configs_are_refused_naming_the_field(changes, message, small_config):
     with pytest.raises(ConfigError, match=message):
         small_config(**changes)
 
 
-def test_unknown_keys_are_refused():
+def test_unknown_keys_are_refused(small_config):
     with pytest.raises(ConfigError, match="selection.poolsize: unknown key"):
         small_config(selection={"poolsize": 3})
 
 
-def test_bad_pools_and_inputs_give_named_errors(tmp_path, start_folder):
+def test_bad_pools_and_inputs_give_named_errors(tmp_path, start_folder, small_config):
     config = small_config()
     code = tmp_path / "code.jsonl"
     write_jsonl([Task(prompt="print 1", reference="1", task_type="code", difficulty=1)], code)

@@ -320,9 +320,13 @@ class DistillRun:
             trainer = SFTTrainer.from_checkpoint(checkpoint, examples, sft_config)
         else:
             trainer = SFTTrainer(model, tokenizer, examples, sft_config)
+        def save_and_log(step: int, loss: float, seconds: float) -> None:
+            trainer.save_checkpoint(checkpoint)
+            if not self.progress:
+                _say(f"round {t}: sft step {step}/{steps}  loss {loss:.4f}  {seconds:.0f} s")
+
         if trainer.step < steps:
-            trainer.train(progress=self.progress, every=max(1, steps // 10),
-                          on_every=lambda *_: trainer.save_checkpoint(checkpoint))
+            trainer.train(progress=self.progress, every=max(1, steps // 5), on_every=save_and_log)
         losses = trainer.losses
         window = max(1, len(losses) // 10)
         return {"examples": len(examples), "steps": steps, "response_tokens": sum(len(e.response_ids) for e in examples),
