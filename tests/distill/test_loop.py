@@ -72,7 +72,10 @@ def test_report_has_the_fields_of_every_round(tmp_path, start_folder, small_conf
     records = [json.loads(line) for line in (tmp_path / "run" / "round_1" / "selection.jsonl").read_text().splitlines()]
     assert len(records) == 8 and sum(r["selected"] for r in records) == 4
     assert all(r["complexity"] == 1 - r["correct"] / 2 for r in records)
-    assert len(report["mechanism"]["mid_share_gain"]) == 2
+    mechanism = report["mechanism"]
+    assert len(mechanism["mid_share_gain"]) == 2 and len(mechanism["mean_level_selected"]) == 2
+    # fixed levels 1 then 2: the selected mean level rises by construction
+    assert mechanism["mean_level_selected"] == [1.0, 2.0] and mechanism["mean_level_rises"] is True
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, start_folder, monkeypatch, small_config):

@@ -1,8 +1,13 @@
-"""Distillation: the SFT trainer (:mod:`.sft`, ``pangu-core sft``) and merging of round checkpoints.
+"""Distillation: the SFT trainer, model-aware iterative distillation with merging between rounds.
 
-What exists: supervised fine-tuning of any transformers causal LM on teacher traces
-(:mod:`.sft`, :mod:`.sft_data`, :mod:`.sft_cli`) and :mod:`.round_merge`. Not built yet: the
-iterative loop with model-aware data selection.
+* :mod:`.sft`, :mod:`.sft_data`, :mod:`.sft_cli`: supervised fine-tuning of any transformers causal
+  LM on teacher traces (``pangu-core sft``).
+* :mod:`.selection`: complexity from pass rates, Gaussian weights, the selection strategies, token
+  budgets (pure numpy).
+* :mod:`.teachers`: the programmatic teacher and a transformers model teacher behind one protocol.
+* :mod:`.round_merge`: merging the rounds' checkpoints.
+* :mod:`.config`, :mod:`.loop`, :mod:`.cli`: the rounds as a running loop (``pangu-core distill``);
+  :mod:`.ablate`: the selection and merging ablations (``pangu-core ablate``).
 
 The SFT names are re-exported here and imported on first use, so importing one submodule does not
 import the others.
@@ -18,6 +23,10 @@ _EXPORTS = {
     "collate": "sft", "encode_pairs": "sft", "epoch_batches": "sft", "lr_factor": "sft",
     "CurriculumStage": "sft_cli", "SFTRunConfig": "sft_cli", "load_run_config": "sft_cli", "run_sft": "sft_cli",
     "load_training_state": "training_state", "save_training_state": "training_state",
+    "DistillConfig": "config", "SelectionConfig": "config", "MergingConfig": "config", "run_distill": "loop",
+    "TeacherConfig": "teachers", "ProgrammaticTeacher": "teachers", "TransformersTeacher": "teachers",
+    "make_teacher": "teachers", "complexity": "selection", "gaussian_weights": "selection", "select": "selection",
+    "steps_for_tokens": "selection",
 }
 __all__ = sorted(_EXPORTS)
 

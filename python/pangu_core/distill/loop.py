@@ -42,6 +42,8 @@ from pangu_core.distill.config import DistillConfig
 from pangu_core.tasks.dataset import Task
 
 RUN_FILE = "distill_run.json"
+# The least gain of the middling-complexity share that selection must show (report.json "mechanism").
+MECHANISM_GAIN = 0.2
 
 
 def _say(line: str) -> None:
@@ -451,13 +453,19 @@ def build_report(config: DistillConfig, record: dict[str, Any], rounds: list[dic
 
     selected = [r["selection"] for r in rounds[1:]]
     gains = [s["mid_share_selected"] - s["mid_share_pool"] for s in selected]
+    has_mid = [s["mid_share_pool"] > 0 for s in selected]
+    levels = [s["mean_level_selected"] for s in selected]
     return {
         "config": record["config"], "init": record["init"], "data": record["data"], "machine": machine_info(),
         "rounds": rounds,
         "mechanism": {
             "mid_share_gain": gains,
-            "pool_has_mid": [s["mid_share_pool"] > 0 for s in selected],
-            "mean_level_selected": [s["mean_level_selected"] for s in selected],
+            "pool_has_mid": has_mid,
+            "mean_level_selected": levels,
+            # the selection's own checks: the selected share of middling prompts beats the pool's by
+            # MECHANISM_GAIN wherever the pool has some, and the selected mean level rises over the run
+            "mid_share_gain_met": all(g >= MECHANISM_GAIN for g, mid in zip(gains, has_mid) if mid),
+            "mean_level_rises": len(levels) > 1 and levels[-1] > levels[0],
         },
         "seconds": seconds,
     }
