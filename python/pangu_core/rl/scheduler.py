@@ -18,7 +18,7 @@ arm (``fifo=True``) puts every group at priority 0 with no age boost: oldest fir
 
 Workers talk to a :class:`Coordinator` through two calls, ``claim`` and ``submit``, and to the
 learner's weights through a :class:`pangu_core.sync.Subscriber`; :func:`run_threads` runs workers
-as threads of one process. Invariants the tests check: max lag consumed <= eta, and
+as threads of one process, :func:`pangu_core.rl.processes.run_processes` as processes. Invariants the tests check: max lag consumed <= eta, and
 put = got + evicted + dropped + size on the queue's counters.
 """
 
@@ -30,7 +30,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -65,8 +65,11 @@ class ScheduleConfig(Config):
     fifo: bool = False
     # Priority gained per version of age in the queue (ignored by the FIFO arm).
     age_boost: float = 0.05
-    # Most groups queued at once (None: unbounded); a full queue drops its lowest group.
+    # Most groups queued at once (None: unbounded).
     capacity: int | None = None
+    # What a put into a full queue does: "block" (the worker waits: admission control) or
+    # "drop_lowest" (the lowest group leaves, or the new one when it is the lowest).
+    overflow: Literal["block", "drop_lowest"] = "block"
     # Weights of the group priority (pangu_core.rl.priority).
     priority: PriorityWeights = field(default_factory=PriorityWeights)
     # Seconds one wait (a pull, a batch) lasts before the waiter checks whether the run stopped.
@@ -166,10 +169,11 @@ class Coordinator:
             raise TypeError(f"config: expected ScheduleConfig, got {type(config).__name__}")
         self.config = config
         self.stream = PromptStream(prompts)
-        self.queue = PriorityQueue(config.capacity, "block" if config.capacity is None else "drop_lowest",
-                                   max_staleness=config.eta, age_boost=0.0 if config.fifo else config.age_boost)
+        self.queue = PriorityQueue(config.capacity, config.overflow, max_staleness=config.eta,
+                                   age_boost=0.0 if config.fifo else config.age_boost)
         self._lock = threading.Lock()
         self._issued = 0          # prompts handed out and not handed back
+        self.submitted = 0        # groups offered to the queue
         self.stopped = threading.Event()
         self.lag_histogram: Counter[int] = Counter()
         self.handed_back = 0
@@ -205,8 +209,13 @@ class Coordinator:
             lags = np.array([max(0, self.version - g.version) for g in groups], dtype=np.float64)
             lengths = np.array([[len(r) for r in g.responses] for g in groups], dtype=np.float64)
             priorities = group_priorities(rewards, advantages, lags, lengths, self.config.priority)
-        back = self.queue.put_many(list(groups), priorities.tolist(), [g.version for g in groups])
-        self._give_back(back)
+        # One put per group, counted once it returned: a put cut short by close() (a blocked worker
+        # at the end of the run) then never leaves the ledger half counted.
+        for group, priority in zip(groups, priorities.tolist()):
+            back = self.queue.put(group, priority, group.version)
+            with self._lock:
+                self.submitted += 1
+            self._give_back(back)
 
     def _give_back(self, groups: Sequence[RolloutGroup]) -> None:
         if not groups:
@@ -215,6 +224,16 @@ class Coordinator:
             self._issued -= len(groups)
             self.handed_back += len(groups)
         self.stream.push_front([g.prompt for g in groups])
+
+    def release(self, claim: Claim) -> None:
+        """Gives back the prompts of a claim that will never be submitted (its worker died)."""
+        with self._lock:
+            self._issued -= len(claim.prompts)
+        self.stream.push_front(claim.prompts)
+
+    def is_stopped(self) -> bool:
+        """Whether the run has ended (workers stop at their next claim, pull timeout or put)."""
+        return self.stopped.is_set()
 
     def take_batch(self, timeout_s: float | None = None) -> list[RolloutGroup]:
         """The ``batch_groups`` best queued groups (waits for them); records each group's lag."""
@@ -248,9 +267,19 @@ class Coordinator:
         self.queue.close()
 
     def stats(self) -> dict[str, Any]:
-        """Queue counters (put, got, evicted, dropped, rejected, size), the lag histogram and max lag consumed."""
+        """Queue counters, the lag histogram, max lag consumed and the groups handed back.
+
+        ``queue`` holds the queue's own counters (put = accepted, got, evicted, dropped, rejected =
+        stale at put, size) and ``submitted`` (groups offered). Every offered group is accounted
+        for: submitted = got + evicted + dropped + rejected + size. With the "block" overflow
+        put = got + evicted + dropped + size as well (the queue counts a new group that
+        drop_lowest refuses as dropped but not as put).
+        """
         queue = self.queue.stats()
-        return {"queue": {k: queue[k] for k in ("put", "got", "evicted", "dropped", "rejected", "size")},
+        with self._lock:
+            submitted = self.submitted
+        return {"queue": {"submitted": submitted, **{k: queue[k] for k in
+                                                     ("put", "got", "evicted", "dropped", "rejected", "size")}},
                 "lag_histogram": dict(sorted(self.lag_histogram.items())),
                 "max_lag_consumed": max(self.lag_histogram, default=0), "handed_back": self.handed_back}
 
@@ -262,6 +291,8 @@ def rollout_worker(worker: int, coordinator: Coordinator, generator: Generator, 
                    subscriber: Any, config: ScheduleConfig, timing: dict[str, float] | None = None) -> int:
     """One rollout worker's loop until the run stops; returns the number of groups it submitted.
 
+    ``coordinator`` is the :class:`Coordinator` itself (threads) or anything with its ``claim``,
+    ``submit`` and ``is_stopped`` calls (a process's client, :mod:`pangu_core.rl.processes`).
     ``subscriber`` pulls the learner's weights into the model ``generator`` samples from. ``scorer``
     gives the G rewards of one prompt's responses. ``timing`` (optional) receives seconds spent
     waiting for weights (``wait_s``) and working (``busy_s``).
@@ -280,7 +311,7 @@ def rollout_worker(worker: int, coordinator: Coordinator, generator: Generator, 
             try:
                 version = subscriber.pull(min_version=max(claim.min_version, 0), timeout_s=config.poll_s)
             except TimeoutError:
-                if coordinator.stopped.is_set():
+                if coordinator.is_stopped():
                     return submitted
             except PeerLost:
                 return submitted
