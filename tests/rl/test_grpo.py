@@ -213,6 +213,18 @@ def test_num_tokens_splits_add_up():
     assert float(token_mean(torch.ones(2, 2), torch.tensor([[1, 1], [0, 1]]))) == 1.0
 
 
+# Low-precision log-probs are upcast: the loss is float32 and equals the float32 computation.
+def test_bfloat16_log_probs_give_a_float32_loss():
+    log_probs, old, adv, mask = batch()
+    half = log_probs.detach().to(torch.bfloat16).requires_grad_()
+    loss, _ = policy_loss(half, old.to(torch.bfloat16), adv, mask)
+    assert loss.dtype == torch.float32
+    reference, _ = policy_loss(half.detach().float(), old.to(torch.bfloat16).float(), adv, mask)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    loss.backward()
+    assert half.grad.dtype == torch.bfloat16
+
+
 # Bad input names the argument and says what was expected.
 def test_error_paths_name_the_argument():
     log_probs, old, adv, mask = batch()

@@ -252,7 +252,7 @@ def policy_loss(
     reference's (required when ``kl_coef > 0``; with ``kl_coef = 0`` the KL is only measured).
     num_tokens: the token-mean denominator (default: response tokens in this batch).
 
-    Returns the scalar loss and float metrics: ``policy_loss`` (the loss without the KL term),
+    Returns the scalar loss (float32, or float64 for float64 log_probs) and float metrics: ``policy_loss`` (the loss without the KL term),
     ``clip_fraction`` (share of response tokens whose gradient the ratio clip stopped),
     ``dual_clip_fraction``, ``ratio_mean``, ``ratio_max``, ``approx_kl`` (token mean of
     log pi_old - log pi), ``tokens``; with a correction ``weight_mean`` (behaviour weight before
@@ -265,6 +265,8 @@ def policy_loss(
         raise TypeError(f"log_probs: expected a floating tensor, got {getattr(log_probs, 'dtype', type(log_probs).__name__)}")
     if log_probs.ndim != 2:
         raise ValueError(f"log_probs: expected shape (batch, tokens), got {tuple(log_probs.shape)}")
+    # The loss is computed in float32 at least (float64 stays float64); the gradient flows back.
+    log_probs = log_probs.to(torch.promote_types(log_probs.dtype, torch.float32))
     old = _aligned(old_log_probs, "old_log_probs", log_probs)
     mask = _check_mask(response_mask, log_probs.shape).to(log_probs.device)
     if not bool(mask.any()):
