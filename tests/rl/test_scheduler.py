@@ -163,3 +163,15 @@ def test_schedule_config_checks():
     ]
     with pytest.raises(TypeError, match="config: expected ScheduleConfig, got dict"):
         Coordinator(make_prompts(), {"eta": 1})
+
+
+# A learner that gets no batch in time says so, with the wait and the queue's size; after stop it
+# says the run was stopped.
+def test_take_batch_timeout_and_stop():
+    coordinator = Coordinator(make_prompts(), ScheduleConfig(batch_groups=2, prompts_per_claim=1, poll_s=0.02))
+    with pytest.raises(TimeoutError, match=r"learner: no batch of 2 groups within 0.1 s \(queued: 0\)"):
+        coordinator.take_batch(timeout_s=0.1)
+    coordinator.stop()
+    assert coordinator.claim(worker=0) is None and coordinator.is_stopped()
+    with pytest.raises(RuntimeError, match="learner: the run was stopped while waiting for a batch"):
+        coordinator.take_batch(timeout_s=0.1)

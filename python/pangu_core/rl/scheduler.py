@@ -177,7 +177,6 @@ class Coordinator:
         self.stopped = threading.Event()
         self.lag_histogram: Counter[int] = Counter()
         self.handed_back = 0
-        self.chunks_claimed: Counter[int] = Counter()
 
     @property
     def version(self) -> int:
@@ -193,7 +192,6 @@ class Coordinator:
             chunk = self._issued // size
             n = min(self.config.prompts_per_claim, size - self._issued % size)
             self._issued += n
-            self.chunks_claimed[chunk] += n
             prompts = self.stream.take(n)
         return Claim(chunk, chunk - self.config.eta, tuple(prompts))
 
@@ -237,7 +235,8 @@ class Coordinator:
 
     def take_batch(self, timeout_s: float | None = None) -> list[RolloutGroup]:
         """The ``batch_groups`` best queued groups (waits for them); records each group's lag."""
-        deadline = time.monotonic() + (self.config.batch_timeout_s if timeout_s is None else timeout_s)
+        limit = self.config.batch_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
         while True:
             if self.stopped.is_set():
                 raise RuntimeError("learner: the run was stopped while waiting for a batch")
@@ -250,7 +249,7 @@ class Coordinator:
             except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"learner: no batch of {self.config.batch_groups} groups within "
-                                       f"{self.config.batch_timeout_s} s (queued: {len(self.queue)})") from None
+                                       f"{limit} s (queued: {len(self.queue)})") from None
         if len(batch) < self.config.batch_groups:   # the queue closed under the wait: what was left
             raise RuntimeError("learner: the run was stopped while waiting for a batch")
         for group in batch:
