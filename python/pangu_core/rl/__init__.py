@@ -1,6 +1,19 @@
-"""Reinforcement-learning pieces for the latency-tolerant scheduler.
+"""Reinforcement learning on the latency-tolerant scheduler (Stage 1b).
 
-What exists: :mod:`pangu_core.rl.priority` (the priority of a GRPO group from its rewards, version lag
-and length, for :class:`pangu_core.queue.PriorityQueue`). Not built yet: policy losses, rollout
-workers, the learner and the scheduler loop.
+Modules:
+
+- :mod:`~pangu_core.rl.grpo`: the GRPO loss maths (group advantages, token log-probs, the clipped
+  loss with dual clip, k3 KL, the decoupled and truncated-importance-sampling corrections for stale
+  rollouts) and :class:`~pangu_core.rl.grpo.GRPOConfig`.
+- :mod:`~pangu_core.rl.rollout`: the generator protocol (responses with behaviour log-probs), its
+  transformers implementation, and the log-probs of responses by one forward pass.
+- :mod:`~pangu_core.rl.learner`: one GRPO optimiser step on a batch of rollout groups.
+- :mod:`~pangu_core.rl.priority`: the priority of a group from its rewards, version lag and length.
+- :mod:`~pangu_core.rl.scheduler`: the coordinator (prompt stream, chunk accounting under the
+  staleness bound eta, the priority queue), the rollout worker loop, the learner loop, threads.
+- :mod:`~pangu_core.rl.processes`: rollout workers as processes (pipes to the coordinator, weights
+  over shared memory), with dead workers reported by name.
+
+Not built yet: the ``pangu-core rl`` command (checkpoints, report), its benchmarks, Ray and
+torchrun runners.
 """
