@@ -1,6 +1,31 @@
-"""The dual system's format: fast / slow / auto modes in the chat template, and response parsing.
+"""The dual system: fast / slow / auto modes, repetition self-repair.
 
-What exists: :mod:`.chat_format` (prompt rendering per mode, the chat template) and
-:mod:`.response` (thinking and answer parts of a response). Not built yet: mode labels and
-fusion training, the auto-mode selector and repetition self-repair.
+What exists: :mod:`.chat_format` (prompt rendering per mode, the chat template), :mod:`.response`
+(thinking and answer parts of a response) and :mod:`.self_repair` (the loop detector and generation
+with repair).
+
+Names are re-exported here and imported on first use, so ``import pangu_core.dual`` stays light.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ChatFormat": "chat_format", "parse_response": "chat_format", "render_prompt": "chat_format",
+    "ThinkingMarkers": "response", "split_thinking": "response", "extract_final_answer": "response",
+    "RepairConfig": "self_repair", "LoopDetector": "self_repair", "find_loop": "self_repair",
+    "generate_with_repair": "self_repair", "RepairedOutput": "self_repair",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
