@@ -1,8 +1,9 @@
 """The dual system: fast / slow / auto modes, repetition self-repair.
 
 What exists: :mod:`.chat_format` (prompt rendering per mode, the chat template), :mod:`.response`
-(thinking and answer parts of a response) and :mod:`.self_repair` (the loop detector and generation
-with repair).
+(thinking and answer parts of a response), :mod:`.self_repair` (the loop detector and generation
+with repair) and :mod:`.selector` (the probability of the fast decision in auto mode, and a bias on
+it).
 
 Names are re-exported here and imported on first use, so ``import pangu_core.dual`` stays light.
 """
@@ -17,6 +18,8 @@ _EXPORTS = {
     "ThinkingMarkers": "response", "split_thinking": "response", "extract_final_answer": "response",
     "RepairConfig": "self_repair", "LoopDetector": "self_repair", "find_loop": "self_repair",
     "generate_with_repair": "self_repair", "RepairedOutput": "self_repair",
+    "fast_probability": "selector", "CloseMarkerBias": "selector", "decision_bias": "selector",
+    "decision_prompts": "selector",
 }
 __all__ = sorted(_EXPORTS)
 
