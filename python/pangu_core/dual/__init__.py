@@ -1,9 +1,9 @@
-"""The dual system: fast / slow / auto modes, repetition self-repair.
+"""The dual system: fast / slow / auto modes, fusion training data, the selector, repetition self-repair.
 
 What exists: :mod:`.chat_format` (prompt rendering per mode, the chat template), :mod:`.response`
 (thinking and answer parts of a response), :mod:`.self_repair` (the loop detector and generation
-with repair) and :mod:`.selector` (the probability of the fast decision in auto mode, and a bias on
-it).
+with repair) :mod:`.selector` (the probability of the fast decision in auto mode, and a bias on it) and
+:mod:`.fusion` (mode labels, explicit and auto pairs, the progressive schedule, self-repair pairs).
 
 Names are re-exported here and imported on first use, so ``import pangu_core.dual`` stays light.
 """
@@ -20,6 +20,9 @@ _EXPORTS = {
     "generate_with_repair": "self_repair", "RepairedOutput": "self_repair",
     "fast_probability": "selector", "CloseMarkerBias": "selector", "decision_bias": "selector",
     "decision_prompts": "selector",
+    "FusionConfig": "fusion", "FusionItem": "fusion", "Pair": "fusion", "RepairPair": "fusion",
+    "label_modes": "fusion", "explicit_pairs": "fusion", "auto_pairs": "fusion", "progressive_pairs": "fusion",
+    "repair_pairs": "fusion", "teacher_items": "fusion", "to_stages": "fusion", "encode_fusion_pairs": "fusion",
 }
 __all__ = sorted(_EXPORTS)
 
