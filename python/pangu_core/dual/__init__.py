@@ -1,9 +1,11 @@
-"""The dual system: fast / slow / auto modes, fusion training data, the selector, repetition self-repair.
+"""The dual system: fast / slow / auto modes, fusion training data, the selector, self-repair, the Reasoner.
 
 What exists: :mod:`.chat_format` (prompt rendering per mode, the chat template), :mod:`.response`
 (thinking and answer parts of a response), :mod:`.self_repair` (the loop detector and generation
-with repair) :mod:`.selector` (the probability of the fast decision in auto mode, and a bias on it) and
-:mod:`.fusion` (mode labels, explicit and auto pairs, the progressive schedule, self-repair pairs).
+with repair), :mod:`.selector` (the probability of the fast decision in auto mode, and a bias on it),
+:mod:`.fusion` (mode labels, explicit and auto pairs, the progressive schedule, self-repair pairs)
+and :mod:`.reasoner` (:class:`Reasoner`: answers in fast, slow or auto mode, with self-repair).
+Not built yet: the ``pangu-core dual`` training command and auto-mode evaluation.
 
 Names are re-exported here and imported on first use, so ``import pangu_core.dual`` stays light.
 """
@@ -23,6 +25,7 @@ _EXPORTS = {
     "FusionConfig": "fusion", "FusionItem": "fusion", "Pair": "fusion", "RepairPair": "fusion",
     "label_modes": "fusion", "explicit_pairs": "fusion", "auto_pairs": "fusion", "progressive_pairs": "fusion",
     "repair_pairs": "fusion", "teacher_items": "fusion", "to_stages": "fusion", "encode_fusion_pairs": "fusion",
+    "Reasoner": "reasoner", "Answer": "reasoner",
 }
 __all__ = sorted(_EXPORTS)
 
