@@ -203,3 +203,45 @@ def test_bad_inputs(tiny_folder, tmp_path):
         Reasoner(reasoner.model, reasoner.tokenizer, ThinkingMarkers("<think>", "</t>")).answer("1", bias=1.0)
     with pytest.raises(TypeError, match="repair_config: expected RepairConfig"):
         Reasoner(reasoner.model, reasoner.tokenizer, repair_config=RepairConfig().to_dict())
+
+
+QWEN_LIKE = ("{%- for m in messages -%}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+             "{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}")
+
+
+def save_bpe_model(path):
+    """A folder with a byte-level BPE tokenizer trained on a few lines (multi-character tokens, the
+    thinking markers as special tokens, a ChatML-like template) and a tiny model of its vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from pangu_core.tasks.model import tiny_pangu
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(["What is 7+5? The answer is \\boxed{12}.", "Adding 47 and 38 gives 85.",
+                                 "user assistant /no_think /auto_think"] * 3, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        unk_token="<unk>")
+    tokenizer.chat_template = QWEN_LIKE
+    tiny_pangu("nano", tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_a_bpe_tokenizer_with_its_own_template(tmp_path, one_torch_thread):
+    reasoner = Reasoner.from_pretrained(save_bpe_model(tmp_path / "bpe"))
+    tok = reasoner.tokenizer
+    assert len(ids_of(tok, "The answer is")) < len("The answer is")  # real multi-character tokens
+    scripts = {"What is 7+5?": says(tok, "<think></think>The answer is \\boxed{12}."),
+               "Add 47 and 38.": says(tok, "<think>Adding 47 and 38 gives 85.</think>\\boxed{85}")}
+    fast, slow = reasoner.answer(list(scripts), mode="auto", max_new_tokens=40,
+                                 logits_processor=scripted(reasoner, "auto", scripts))
+    assert (fast.mode, fast.final_answer, fast.answer) == ("fast", "12", "The answer is \\boxed{12}.")
+    assert (slow.mode, slow.final_answer, slow.thinking) == ("slow", "85", "Adding 47 and 38 gives 85.")
+    assert fast.tokens == len(ids_of(tok, "<think></think>The answer is \\boxed{12}.")) + 1
+    assert reasoner.fast_probability(list(scripts)).shape == (2,)
