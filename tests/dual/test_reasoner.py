@@ -245,3 +245,16 @@ def test_a_bpe_tokenizer_with_its_own_template(tmp_path, one_torch_thread):
     assert (slow.mode, slow.final_answer, slow.thinking) == ("slow", "85", "Adding 47 and 38 gives 85.")
     assert fast.tokens == len(ids_of(tok, "<think></think>The answer is \\boxed{12}.")) + 1
     assert reasoner.fast_probability(list(scripts)).shape == (2,)
+
+
+@pytest.mark.cuda
+def test_the_reasoner_on_cuda_matches_cpu(tiny_folder):
+    # Device placement: prompts, stopping masks and the selector's gather follow the model's device.
+    cpu = Reasoner.from_pretrained(tiny_folder)
+    gpu = Reasoner.from_pretrained(tiny_folder, device="cuda")
+    tok = cpu.tokenizer
+    script = {"9+9": loops(tok, "<think>", "α9 +β9 =γ18\n", "</think>\\boxed{18}")}
+    on_cpu = cpu.answer("9+9", mode="slow", max_new_tokens=120, logits_processor=scripted(cpu, "slow", script))
+    on_gpu = gpu.answer("9+9", mode="slow", max_new_tokens=120, logits_processor=scripted(gpu, "slow", script))
+    assert on_gpu == on_cpu and on_gpu[0].repairs == 1
+    assert gpu.fast_probability(["7+5"]) == pytest.approx(cpu.fast_probability(["7+5"]), rel=1e-3)

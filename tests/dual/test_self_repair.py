@@ -209,5 +209,7 @@ def test_bad_inputs(tiny, tokenizer):
         generate_with_repair(tiny, tokenizer, [[1]], 0)
     with pytest.raises(ValueError, match="prompts: expected at least one prompt"):
         generate_with_repair(tiny, tokenizer, [[]], 5)
+    with pytest.raises(ValueError, match="temperature: expected a number > 0, got 0"):
+        generate_with_repair(tiny, tokenizer, [[1]], 5, do_sample=True, temperature=0)
     with pytest.raises(TypeError, match="config: expected RepairConfig"):
         generate_with_repair(tiny, tokenizer, [[1]], 5, config={"repeats": 3})

@@ -31,7 +31,8 @@ class Answer:
 
     ``final_answer``: the final result (the last ``\\boxed{}`` of the visible answer, ...), None when
     there is none (also when the thinking never closed); ``thinking``: the thinking text, "" when
-    empty or absent; ``answer``: the visible answer text; ``mode``: "fast" (empty thinking) or "slow";
+    empty or absent; ``answer``: the visible answer text; ``mode``: "fast" (empty thinking; a response
+    without any thinking block counts too, as nothing was thought) or "slow";
     ``requested``: the mode asked for; ``tokens``: tokens generated, over every repair round, eos
     included; ``repairs``: loops cut; ``closed``: the thinking block was closed; ``looped``: a loop was
     left in (repairs used up or off); ``text``: the response as generated (prefilled part included).

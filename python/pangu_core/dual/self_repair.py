@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from pangu_core.config import Config, expect
 
@@ -143,7 +144,7 @@ class RepairedOutput:
     finished: bool
 
 
-class _RoundStop:
+class _RoundStop(StoppingCriteria):
     """Stopping criterion of one round: a row stops at eos, at its budget, or (if it may be repaired) at a loop."""
 
     def __init__(self, continuations: list[list[int]], budgets: list[int], repairable: list[bool], eos_id: int,
@@ -196,6 +197,8 @@ def generate_with_repair(model, tokenizer, prompts: Sequence[Sequence[int]], max
         raise TypeError(f"config: expected RepairConfig, got {type(config).__name__}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens: expected an int >= 1, got {max_new_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("prompts: expected at least one prompt, each with at least one token id")
     eos_id = tokenizer.eos_token_id
@@ -225,8 +228,6 @@ def generate_with_repair(model, tokenizer, prompts: Sequence[Sequence[int]], max
         options = {"do_sample": do_sample}
         if do_sample:
             options.update(temperature=temperature, top_k=0, top_p=1.0)
-        from transformers import LogitsProcessorList, StoppingCriteriaList
-
         model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max(budgets),
                        eos_token_id=eos_id, pad_token_id=pad_id, stopping_criteria=StoppingCriteriaList([stop]),
                        logits_processor=LogitsProcessorList(list(processors)), **options)
