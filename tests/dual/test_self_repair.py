@@ -83,6 +83,17 @@ def test_streaming_matches_the_direct_check_on_random_text():
             assert got[row] == (loop.period if loop else 0), (row, t)
 
 
+def test_detector_state_does_not_grow_with_the_text():
+    # Each token costs one comparison per candidate period against a window of max_period tokens:
+    # the state stays the same size however long the text, so checking every tail is O(len) in all.
+    detector = LoopDetector(2)
+    rng = np.random.default_rng(1)
+    for _ in range(3000):
+        detector.push(rng.integers(0, 50, size=2))
+    assert detector.history.shape == (2, 64) and detector.runs.shape == (2, 57)
+    assert detector.lengths.tolist() == [3000, 3000]
+
+
 def test_priming_a_row_equals_streaming_it():
     gram = distinct(9)
     detector = LoopDetector(2)
@@ -202,6 +213,19 @@ def test_plain_model_without_loops_matches_greedy_generate(tiny, tokenizer, one_
     outputs = generate_with_repair(tiny, tokenizer, prompts, 40, config)
     assert [list(o.ids) for o in outputs] == generate(tiny, tokenizer, prompts, 40)
     assert all(o.generated == len(o.ids) and o.repairs == 0 for o in outputs)
+
+
+def test_any_end_token_of_the_generation_config_ends_a_row(tokenizer, one_torch_thread):
+    # Chat checkpoints list several end tokens in generation_config.eos_token_id: each ends an answer.
+    from pangu_core.tasks.model import tiny_pangu
+
+    model = tiny_pangu("nano", tokenizer).eval()
+    other = ids_of(tokenizer, "#")[0]
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, other]
+    _, control, _ = rigged(tokenizer, stubborn=False)
+    ends = [ForcedLoop(ids_of(tokenizer, "0123456789"), control, other, ids_of(tokenizer, "Q")[0], False)]
+    (out,) = generate_with_repair(model, tokenizer, [ids_of(tokenizer, "loop")], 100, logits_processor=ends)
+    assert out.ids == tuple(ids_of(tokenizer, "0123456789") + control + [other]) and out.finished
 
 
 def test_bad_inputs(tiny, tokenizer):

@@ -22,7 +22,7 @@ import torch
 
 from pangu_core.dual.chat_format import template_prompts
 from pangu_core.dual.response import DEFAULT_MARKERS, MODES, ThinkingMarkers, extract_final_answer, split_thinking
-from pangu_core.dual.self_repair import RepairConfig, generate_with_repair
+from pangu_core.dual.self_repair import RepairConfig, end_token_ids, generate_with_repair
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ class Reasoner:
 
     def _read(self, prompt: str, output, requested: str) -> Answer:
         ids = list(output.ids)
-        if output.finished and ids and ids[-1] == self.tokenizer.eos_token_id:
+        if output.finished and ids and ids[-1] in end_token_ids(self.model, self.tokenizer):
             ids = ids[:-1]
         text = _prefilled(prompt, self.markers) + self.tokenizer.decode(ids, skip_special_tokens=False)
         parsed = split_thinking(text, self.markers)

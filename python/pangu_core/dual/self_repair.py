@@ -12,7 +12,8 @@ is at least ``(r - 1) * p``, so each new token costs one comparison per candidat
 vectorised numpy step over the batch), whatever the length of the text: O(len x periods) in all,
 never O(len^2).
 
-Generation runs in rounds of ``model.generate``: a stopping criterion ends a row when it emits eos,
+Generation runs in rounds of ``model.generate``: a stopping criterion ends a row when it emits eos
+(the tokenizer's, or any of the model's ``generation_config.eos_token_id``, as chat checkpoints list several),
 spends its token budget, or loops. Rows that looped are cut, get the control text, and the next
 round re-feeds them (prompt and text so far) until every row is done. Token counts cover every
 round, including the copies that were cut away; the control text is not counted as generated.
@@ -147,12 +148,12 @@ class RepairedOutput:
 class _RoundStop(StoppingCriteria):
     """Stopping criterion of one round: a row stops at eos, at its budget, or (if it may be repaired) at a loop."""
 
-    def __init__(self, continuations: list[list[int]], budgets: list[int], repairable: list[bool], eos_id: int,
-                 config: RepairConfig):
+    def __init__(self, continuations: list[list[int]], budgets: list[int], repairable: list[bool],
+                 eos_ids: frozenset[int], config: RepairConfig):
         self.detector = LoopDetector(len(continuations), config)
         for row, ids in enumerate(continuations):
             self.detector.extend(row, ids[-config.repeats * config.max_period:])
-        self.budgets, self.repairable, self.eos_id = budgets, repairable, eos_id
+        self.budgets, self.repairable, self.eos_ids = budgets, repairable, eos_ids
         self.new: list[list[int]] = [[] for _ in continuations]
         self.reason: list[str | None] = [None] * len(continuations)
         self.period = [0] * len(continuations)
@@ -165,7 +166,7 @@ class _RoundStop(StoppingCriteria):
             if self.reason[row] is not None:
                 continue
             self.new[row].append(token)
-            if token == self.eos_id:
+            if token in self.eos_ids:
                 self.reason[row] = "eos"
             elif len(self.new[row]) >= self.budgets[row]:
                 # No budget left to go on after a repair: the loop (if any) stays and is recorded.
@@ -178,6 +179,17 @@ class _RoundStop(StoppingCriteria):
 
 
 ProcessorFactory = Callable[[int, int], Sequence]
+
+
+def end_token_ids(model, tokenizer) -> frozenset[int]:
+    """The ids that end an answer: the tokenizer's eos and those of the model's generation config."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, (list, tuple)):
+        ids.update(i for i in configured if isinstance(i, int))
+    return frozenset(ids)
 
 
 @torch.no_grad()
@@ -205,6 +217,7 @@ def generate_with_repair(model, tokenizer, prompts: Sequence[Sequence[int]], max
     if eos_id is None:
         raise ValueError("tokenizer: expected an eos_token")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    eos_ids = end_token_ids(model, tokenizer)
     control = tokenizer(config.control_text, add_special_tokens=False)["input_ids"]
     limit = config.max_repairs if repair else 0
     continuation: list[list[int]] = [[] for _ in prompts]
@@ -222,14 +235,14 @@ def generate_with_repair(model, tokenizer, prompts: Sequence[Sequence[int]], max
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             mask[row, width - len(ids):] = 1
         budgets = [max_new_tokens - generated[i] for i in active]
-        stop = _RoundStop([continuation[i] for i in active], budgets, [repairs[i] < limit for i in active], eos_id,
-                          config)
+        stop = _RoundStop([continuation[i] for i in active], budgets, [repairs[i] < limit for i in active],
+                          eos_ids, config)
         processors = logits_processor(round_index, width) if callable(logits_processor) else logits_processor
         options = {"do_sample": do_sample}
         if do_sample:
             options.update(temperature=temperature, top_k=0, top_p=1.0)
         model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max(budgets),
-                       eos_token_id=eos_id, pad_token_id=pad_id, stopping_criteria=StoppingCriteriaList([stop]),
+                       eos_token_id=sorted(eos_ids), pad_token_id=pad_id, stopping_criteria=StoppingCriteriaList([stop]),
                        logits_processor=LogitsProcessorList(list(processors)), **options)
         still = []
         for row, index in enumerate(active):
