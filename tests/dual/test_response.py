@@ -72,7 +72,7 @@ def test_plain_numbers_are_still_answers(text, answer):
 
 
 # The "answer is" pattern this module used before (quadratic on long lines): on ordinary lines the
-# linear scan must find the same phrase.
+# linear scan must find the same phrase (these texts have no number to fall back on).
 _OLD_ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)\s*[:=]?\s*\$?([^\n$]+?)\$?\s*(?:\.\s*)?$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -80,10 +80,18 @@ _OLD_ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)\s*[:=]?\s*\$?([^\n$]+?)\$?\s*(
     "The answer is 42.", "answer: $x = 3$", "Answer = 7", "The final answer is: \\frac{1}{2}.", "ANSWER IS  5  .",
     "the answer is\n\n 9", "answer is 5$ .", "answer is 2. Then the answer is 3.", "so the answer: := 4",
     "first answer is 1\nsecond answer is 2\n", "answer is $a$ and $b$\nanswer is 6", "answer is 5..", "the answer is x. $",
+    "answer is $a$ and the answer is 7", "answer is 1, answer is $2$", "answer: $", "answer =\t$ $",
 ])
 def test_answer_phrase_matches_the_old_pattern(text):
     old = _OLD_ANSWER_IS.findall(text)
-    assert extract_final_answer(text) == (old[-1].strip() if old else None)
+    # An empty phrase (the old pattern could capture a lone space) is no answer now.
+    assert extract_final_answer(text) == (old[-1].strip() or None if old else None)
+
+
+def test_a_phrase_of_nothing_is_no_answer():
+    # The old pattern captured the full stop itself here; a phrase with nothing in it is none.
+    assert extract_final_answer("The answer is .") is None
+    assert extract_final_answer("The answer is $ $. We had 4") == "4"
 
 
 def test_last_boxed_takes_the_last_closed_box():

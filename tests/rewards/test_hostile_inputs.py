@@ -54,6 +54,9 @@ CASES = {
     "answer phrase, trailing spaces": ("extract_answer", "The answer is 1", " ", "", "1"),
     "many answer words": ("extract_answer", "", "answer ", "", None),
     "answer phrase with dollars": ("extract_answer", "The answer is ", "$", "", None),
+    # The last phrase is "$ answer is $" between the last two prefixes, as the old pattern read it.
+    "answer phrases on one line": ("extract_answer", "", "answer is $ ", "", "answer is"),
+    "answer phrases, then one": ("extract_answer", "", "answer is $x$, ", "\nThe answer is 12.", "12"),
     "a hedged list": ("extract_answer", "", "9, ", "12", None),
     "long thinking": ("extract_answer", "<think>", "x", "</think>\\boxed{3}", "3"),
     "backticks without a newline": ("extract_program", "", "`", "", None),

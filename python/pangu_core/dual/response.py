@@ -95,27 +95,44 @@ def last_boxed(text: str) -> str | None:
 
 # "answer is", "answer:", "answer =" and what follows on that line (no backtracking over the line).
 _ANSWER_PREFIX = re.compile(r"answer\s*(?:is|:|=)\s*[:=]?\s*", re.IGNORECASE)
+_NONSPACE = re.compile(r"\S")
+
+
+def _phrase_end(text: str, start: int, line_end: int) -> int:
+    """Where a phrase from ``start`` to ``line_end`` stops: before trailing spaces, then one final
+    full stop (and spaces before it), then a closing $, as in "$x = 3$ ."; never before ``start``."""
+    end = line_end
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if end > start and text[end - 1] == ".":
+        end -= 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+    if end > start and text[end - 1] == "$":
+        end -= 1
+    return end
 
 
 def _answer_phrase(text: str) -> str | None:
     """The last "answer is ..." phrase: the rest of its line without surrounding $ and a final full
-    stop; a line with $ inside it (several formulas) is no phrase. Linear in ``len(text)``."""
+    stop; a line with $ inside the phrase (several formulas) gives none. Linear in ``len(text)``:
+    each line's end, phrase end and last $ are found once, whatever the number of "answer"s on it."""
     last, pos = None, 0
+    line_end = phrase_end = last_dollar = -1
     while True:
         match = _ANSWER_PREFIX.search(text, pos)
         if match is None:
             return last
-        end = text.find("\n", match.end())
-        end = len(text) if end < 0 else end
-        body = text[match.end():end]
-        body = body[1:] if body.startswith("$") else body
-        body = body.rstrip()
-        if body.endswith("."):
-            body = body[:-1].rstrip()
-        body = body[:-1] if body.endswith("$") else body
-        body = body.strip()
-        if body and "$" not in body:
-            last, pos = body, end
+        start = match.end()
+        if start > line_end:  # the first phrase on a new line: measure the line once
+            line_end = text.find("\n", start)
+            line_end = len(text) if line_end < 0 else line_end
+            phrase_end = _phrase_end(text, start, line_end)
+            last_dollar = text.rfind("$", start, phrase_end)
+        begin = start + 1 if start < line_end and text[start] == "$" else start
+        first = _NONSPACE.search(text, begin, phrase_end) if begin < phrase_end else None
+        if first is not None and last_dollar < begin:
+            last, pos = text[first.start():phrase_end].strip(), line_end
         else:
             pos = match.start() + 1
 
