@@ -98,7 +98,8 @@ class MathConfig(Config):
     # Cached (reference, answer) verdicts (LRU); 0 disables the cache.
     cache_size: int = 65536
     # Decide identical text and two plain integers without math-verify (where its verdict is certain);
-    # false sends every pair to math-verify (benchmarks use that for a like-for-like comparison).
+    # false sends every pair to math-verify (benchmarks use that for a like-for-like comparison),
+    # except hedged and overlong answers, which are refused before any parsing either way.
     fast_verdicts: bool = True
     # Decimal places math-verify rounds floats to before comparing.
     float_rounding: int = 6
