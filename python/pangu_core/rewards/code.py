@@ -30,7 +30,7 @@ _NONSPACE = re.compile(r"\S")
 
 def _fenced_blocks(text: str) -> list[tuple[str, int, int]]:
     """(tag, body start, body end) of each closed fenced block: "```tag ...\n body ```", left to
-    right, the same blocks a regex would find; an unclosed final fence gives (tag, start, len(text)).
+    right, the same blocks a regex would find; a lone unclosed fence gives (tag, start, len(text)).
     Linear time: each fence and newline is found once with str.find."""
     blocks: list[tuple[str, int, int]] = []
     pos = 0
@@ -44,8 +44,8 @@ def _fenced_blocks(text: str) -> list[tuple[str, int, int]]:
         tag = _FENCE_TAG.match(text, open_at + 3, header_end).group(1).lower()
         close_at = text.find("```", header_end + 1)
         if close_at < 0:
-            # Unclosed: the rest is its body when it is the odd one out (the model ran out of tokens).
-            if not blocks:
+            # Unclosed: the rest is its body when it is the only fence (the model ran out of tokens).
+            if not blocks and text.find("```", open_at + 3, header_end) < 0:
                 blocks.append((tag, header_end + 1, len(text)))
             return blocks
         blocks.append((tag, header_end + 1, close_at))
