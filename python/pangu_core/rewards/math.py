@@ -91,7 +91,7 @@ def hedge_reason(reference: str, answer: str) -> str:
 
 def extract_answer(response: str) -> str | None:
     """The final answer outside the thinking block: last \\boxed{}, else "answer is ...", else the
-    last number. None when there is none."""
+    last number unless it is hedged. None when there is none (see ``extract_final_answer``)."""
     return extract_final_answer(response)
 
 
