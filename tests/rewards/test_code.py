@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pangu_core.rewards.code import CodeVerifier, check_syntax, extract_program
@@ -98,3 +100,35 @@ def test_run_tests_gives_each_test_its_reason():
     assert reasons[2].startswith("runtime error: ValueError"), reasons
     syntax = VERIFIER.run_tests("def f(:\n", tests[:2])
     assert syntax[0] == syntax[1] and syntax[0].startswith("syntax error: line 1")
+
+
+# The fence pattern this module used before (quadratic on a long fence line): on ordinary answers
+# the linear scan must take the same program.
+_OLD_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
+
+
+def _old_extract(text: str) -> str | None:
+    blocks = [(tag.lower(), body) for tag, body in _OLD_FENCE.findall(text)]
+    if not blocks:
+        tail = text.rsplit("```", 1)
+        if len(tail) == 2 and text.count("```") % 2 == 1:
+            header, _, body = tail[1].partition("\n")
+            blocks = [(header.strip().lower(), body)]
+    return next((body for tag, body in reversed(blocks) if tag in ("", "python", "py", "python3") and body.strip()),
+                None)
+
+
+@pytest.mark.parametrize("text", [
+    "```python\nprint(1)\n```", "```py title\nx = 1\n```\n```bash\nls\n```", "```\na\n``` and ```Python\nb\n```",
+    "```python\nunclosed", "```python\n```", "```python\n   \n```\n```\nprint(2)\n```", "no fence", "```python",
+    "``` python3 # note\nprint(3)\n```", "````python\nprint(4)\n````", "```c++\nint x;\n```", "```python``` x\n",
+])
+def test_extraction_matches_the_old_pattern(text):
+    assert extract_program(text) == _old_extract(text)
+
+
+def test_too_many_fences_is_no_program():
+    from pangu_core.rewards.code import MAX_FENCES
+
+    assert extract_program("```\n```\n" * (MAX_FENCES // 2) + "```python\nprint(1)\n```") is None
+    assert extract_program("```\n```\n" * (MAX_FENCES // 2 - 1) + "```python\nprint(1)\n```") == "print(1)\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pangu_core.rewards.config import JudgeConfig
-from pangu_core.rewards.judge import JudgeScorer, LLMJudge, exact_match, parse_score, rule_check, token_f1
+from pangu_core.rewards.judge import RUBRIC, JudgeScorer, LLMJudge, exact_match, parse_score, rule_check, token_f1
 
 WORDS = ("you are grading an answer rubric question reference to give a score from as correct complete "
          "concise paris capital of france is the city none berlin think yes no good bad").split()
@@ -95,3 +95,18 @@ def test_front_door_errors():
         JudgeScorer().score(["q"], [], [])
     with pytest.raises(ValueError, match="neutral_score"):
         JudgeConfig(neutral_score=2.0)
+
+
+def test_a_runaway_answer_reaches_the_evaluator_cut_to_its_tail(tiny_model_dir, monkeypatch):
+    # Prompts are cut from the left to max_prompt_tokens anyway; a 10 MB answer is cut before the
+    # tokenizer sees it (it would spend seconds on it), keeping its end and the "Score:" cue.
+    judge = LLMJudge(JudgeConfig(model_path=tiny_model_dir, max_prompt_tokens=64))
+    seen = []
+    monkeypatch.setattr(judge, "generate", lambda prompts: seen.extend(prompts) or ["Score: 5"] * len(prompts))
+    answer = "bad " * 2_500_000 + "paris is the capital"
+    [verdict] = judge.evaluate(["q"], [answer], ["paris"])
+    assert verdict.score == 0.5
+    [prompt] = seen
+    assert len(prompt) < 64 * 64 + len(RUBRIC) + 100
+    assert "paris is the capital\nGive a score" in prompt and prompt.endswith("Score:")
+    assert rule_check(" !" * 5_000_000, "paris").reason == "trivial answer"  # no letter anywhere

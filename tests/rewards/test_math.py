@@ -141,3 +141,50 @@ def test_workers_end_with_the_verifier():
     del v, worker
     gc.collect()
     assert proc.wait(timeout=30) is not None
+
+
+# Hedged answers for the reference 12: a list of candidates, a bound, an approximation. Each must
+# score 0, whatever math-verify would say (it accepts "\ge 12", "\approx 12" and "12 \text{ or more}").
+HEDGED = ["10, 11, 12", "10, 11, or 12", "10 or 12", "10 \\text{ or } 12", "12, 12", "10; 12", "\\ge 12",
+          "\\geq 12", "x \\ge 12", "x \\geq 12", "> 12", ">= 12", "<= 12", "\\le 12", "\\leq 12", "< 13",
+          "\\neq 11", "\\ne 11", "\\approx 12", "\\sim 12", "12 \\pm 1", "12 \\mp 0", "≥ 12", "≈ 12", "± 12",
+          "at least 12", "about 12", "approximately 12", "12 \\text{ or more}", "either 12 or 13", "12 and 13"]
+# Right answers in the forms models write: these stay right.
+RIGHT = ["12", "12.0", "\\frac{24}{2}", "x = 12", "$12$", "12.", "12 \\text{ apples}", "\\boxed{12}", "012",
+         "12.00", "24/2", "x=12"]
+
+
+def test_hedged_answers_score_zero(verifier):
+    scores = verifier.compare([("12", answer) for answer in HEDGED])
+    assert [s.score for s in scores] == [0.0] * len(HEDGED), [a for a, s in zip(HEDGED, scores) if s.score]
+    assert all(s.reason.startswith("hedged answer") for s in scores), scores
+
+
+def test_right_answers_stay_right(verifier):
+    scores = verifier.compare([("12", answer) for answer in RIGHT])
+    assert [s.score for s in scores] == [1.0] * len(RIGHT), [(a, s) for a, s in zip(RIGHT, scores) if s.score != 1]
+
+
+def test_relations_and_lists_in_the_reference_are_compared_as_usual(verifier):
+    # A reference that is itself an inequality, an interval, a set or a number with a thousands
+    # separator is no hedge check's business: math-verify compares as before.
+    pairs = [("x \\ge 12", "x \\geq 12"), ("\\{1,2,3\\}", "\\{3,2,1\\}"), ("[0,1)", "[0, 1)"), ("1,000", "1000"),
+             ("1000", "1,000"), ("(1,2)", "(1, 2)"), ("x > 3", "x>3")]
+    assert [s.score for s in verifier.compare(pairs)] == [1.0] * len(pairs)
+
+
+def test_hedged_responses_score_zero_end_to_end(verifier):
+    # Whatever the answer's form (no box, an "answer is" phrase, a box), a hedge gets no reward.
+    responses = ["<think>t</think>It could be 10, 11, or 12.", "<think>t</think>The answer is 10 or 12.",
+                 "<think>t</think>\\boxed{\\ge 12}", "<think>t</think>So at least 12 apples.",
+                 "<think>t</think>The answer is 12.", "<think>t</think>\\boxed{12}", "<think>t</think>We get 12."]
+    scores = [s.score for s in verifier.score(responses, ["12"] * len(responses))]
+    assert scores == [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+
+
+def test_long_answers_are_refused_before_parsing():
+    # An answer over max_answer_chars scores 0 without a worker ever being started.
+    with MathVerifier(MathConfig(workers=1, max_answer_chars=10)) as v:
+        [long_one] = v.compare([("12", "1" * 11)])
+        assert long_one.score == 0.0 and long_one.reason.startswith("answer too long")
+        assert list(v._idle.queue) == [None]  # no worker was needed

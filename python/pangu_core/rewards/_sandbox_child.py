@@ -6,9 +6,12 @@ a fresh temporary folder, a scrubbed environment, and passes a status pipe as ``
 Here, in order: join the per-run pids cgroup, enter new network and pid namespaces when the kernel
 permits, set rlimits, then fork the payload. In a new pid namespace the payload is its init (pid 1):
 when it exits the kernel kills every process left in the namespace, daemons included, and nothing
-in it can signal a process outside. The payload then confines the file system (a new mount
-namespace in which everything but the run's folder is read-only, see ``_confine_files``) and drops
-every capability before any untrusted code runs.
+in it can signal a process outside. Without a pid namespace the payload makes itself a child
+subreaper, so orphans of the program are re-parented to it either way. The payload then confines
+the file system (a new mount namespace in which everything but the run's folder is read-only, see
+``_confine_files``) and drops every capability before any untrusted code runs. After each test
+(and after an argv program) it kills and reaps every descendant (``_end_descendants``), so no
+process of one test runs on into the next.
 
 Status lines (JSON, one per line) on the status pipe: {"payload": pid}, {"namespaces": {...}},
 one {"test": ...} per harness test, and finally {"exit": code} or {"signal": n}.
@@ -40,6 +43,9 @@ _KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noa
 # Device nodes a program may need; everything else in the host's /dev (disks above all) stays out.
 _DEVICES = ("null", "zero", "full", "random", "urandom")
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
+PR_SET_CHILD_SUBREAPER = 36
+# Bounded effort to end a test's processes (a fork bomb racing the kills is cut by its limits).
+_END_SECONDS = 5.0
 _CAP_VERSION_3 = 0x20080522
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -169,11 +175,14 @@ def _map_own_ids(uid, gid):
             f.write(text)
 
 
-def _enter_namespaces(want_net):
-    """Best effort: a new pid namespace always, a new network namespace if ``want_net``."""
-    flags = CLONE_NEWPID | (CLONE_NEWNET if want_net else 0)
+def _enter_namespaces(want_net, want_pid=True):
+    """Best effort: a new pid namespace (unless ``want_pid`` is false, which only tests of the
+    fallback ask for), a new network namespace if ``want_net``."""
+    flags = (CLONE_NEWPID if want_pid else 0) | (CLONE_NEWNET if want_net else 0)
+    if not flags:
+        return {"pid": False, "net": False, "user": False}
     if _unshare(flags):
-        return {"pid": True, "net": want_net, "user": False}
+        return {"pid": want_pid, "net": want_net, "user": False}
     # Unprivileged callers may still create namespaces inside a new user namespace.
     uid, gid = os.getuid(), os.getgid()
     if _unshare(flags | CLONE_NEWUSER):
@@ -181,7 +190,7 @@ def _enter_namespaces(want_net):
             _map_own_ids(uid, gid)
         except OSError:
             pass  # unmapped: the run goes on, and the file-system confinement reports mnt=False
-        return {"pid": True, "net": want_net, "user": True}
+        return {"pid": want_pid, "net": want_net, "user": True}
     got_net = want_net and _unshare(CLONE_NEWNET)
     return {"pid": False, "net": got_net, "user": False}
 
@@ -247,14 +256,58 @@ def _wait_with_timeout(pid, seconds):
             os.close(pidfd)
 
 
-def _reap_orphans():
-    while True:
+def _descendants():
+    """Pids of every live process below this one (from the parent links in /proc)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                parent = int(f.read().rsplit(b")", 1)[1].split()[1])  # the name in () may hold spaces
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _end_descendants():
+    """Kills every process this one left behind (a test's daemons, double-forked or not) and reaps
+    them; returns once it has no child left, or after ``_END_SECONDS``.
+
+    Every orphan below this process is re-parented to it: it is init of the run's pid namespace, or
+    else a child subreaper (PR_SET_CHILD_SUBREAPER, set in ``main``). So "no child left" means no
+    descendant left. As init, kill(-1) reaches every other process of the namespace at once;
+    otherwise the descendants are found through /proc and killed until none is left.
+    """
+    deadline = time.monotonic() + _END_SECONDS
+    while True:
+        if os.getpid() == 1:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+        else:
+            for pid in _descendants():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                break
+        if time.monotonic() > deadline:
             return
-        if pid == 0:
-            return
+        time.sleep(0.001)
 
 
 def _run_one_test(code, test, index, limits, status_fd):
@@ -300,6 +353,9 @@ def _run_one_test(code, test, index, limits, status_fd):
             except OSError:
                 pass
         _, status = os.waitpid(pid, 0)
+    # Each test's processes end with it: nothing it started runs on into the next test (or writes
+    # into this test's output after it was judged).
+    _end_descendants()
     record = {"test": index, "timeout": timed_out}
     if os.WIFSIGNALED(status):
         record["signal"] = os.WTERMSIG(status)
@@ -324,7 +380,6 @@ def _run_tests(spec, status_fd):
         tests = json.load(f)
     for index, test in enumerate(tests):
         _run_one_test(code, test, index, spec["limits"], status_fd)
-        _reap_orphans()
     return 0
 
 
@@ -339,6 +394,7 @@ def _run_program(spec, status_fd):
         finally:
             os._exit(127)
     _, status = os.waitpid(pid, 0)
+    _end_descendants()
     if os.WIFSIGNALED(status):
         _emit(status_fd, {"signal": os.WTERMSIG(status)})
     else:
@@ -352,11 +408,13 @@ def main():
     if spec.get("cgroup"):
         with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as f:
             f.write(str(os.getpid()))
-    namespaces = _enter_namespaces(spec["isolate_network"])
+    namespaces = _enter_namespaces(spec["isolate_network"], spec.get("pid_namespace", True))
     _set_limits(spec["limits"], bool(spec.get("cgroup")))
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # Orphans of the program come to the payload (when it is not init already), which ends them.
+        _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         namespaces["mnt"] = _confine_files(os.getcwd(), spec["limits"]["file_bytes"], namespaces["pid"])
         namespaces["caps_dropped"] = _drop_capabilities()
         _emit(status_fd, {"namespaces": namespaces})

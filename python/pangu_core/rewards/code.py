@@ -19,29 +19,54 @@ from pangu_core.rewards.config import CodeConfig
 from pangu_core.rewards.sandbox import run_sandboxed, signal_reason
 from pangu_core.rewards.types import CodeTest, SourceScore
 
-_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_FENCE_TAG = re.compile(r"[ \t]*([\w+#.-]*)")
 _PYTHON_TAGS = {"", "python", "py", "python3"}
 _MAX_PROGRAM_CHARS = 200_000
+# An answer with more fences than this has no program (no answer needs thousands of code blocks);
+# counting them is one C-speed pass, so the cap holds before any parsing of a runaway response.
+MAX_FENCES = 4096
+_NONSPACE = re.compile(r"\S")
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, int, int]]:
+    """(tag, body start, body end) of each closed fenced block: "```tag ...\n body ```", left to
+    right, the same blocks a regex would find; a lone unclosed fence gives (tag, start, len(text)).
+    Linear time: each fence and newline is found once with str.find."""
+    blocks: list[tuple[str, int, int]] = []
+    pos = 0
+    while True:
+        open_at = text.find("```", pos)
+        if open_at < 0:
+            return blocks
+        header_end = text.find("\n", open_at + 3)
+        if header_end < 0:
+            return blocks  # a fence line without a body
+        tag = _FENCE_TAG.match(text, open_at + 3, header_end).group(1).lower()
+        close_at = text.find("```", header_end + 1)
+        if close_at < 0:
+            # Unclosed: the rest is its body when it is the only fence (the model ran out of tokens).
+            if not blocks and text.find("```", open_at + 3, header_end) < 0:
+                blocks.append((tag, header_end + 1, len(text)))
+            return blocks
+        blocks.append((tag, header_end + 1, close_at))
+        pos = close_at + 3
 
 
 def extract_program(response: str) -> str | None:
     """The last fenced Python block in the answer part of ``response`` (outside thinking), or None.
 
-    Blocks tagged with another language are skipped; an unclosed final fence takes the rest.
+    Blocks tagged with another language are skipped; an unclosed final fence takes the rest when
+    no block is closed. An answer with more than :data:`MAX_FENCES` fences has no program. Linear time.
     """
     if not isinstance(response, str):
         raise TypeError(f"response: expected str, got {type(response).__name__}")
     parsed = split_thinking(response)
     text = parsed.answer if parsed.closed else ""
-    blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(text)]
-    if not blocks:
-        tail = text.rsplit("```", 1)
-        if len(tail) == 2 and text.count("```") % 2 == 1:
-            header, _, body = tail[1].partition("\n")
-            blocks = [(header.strip().lower(), body)]
-    for tag, body in reversed(blocks):
-        if tag in _PYTHON_TAGS and body.strip():
-            return body
+    if text.count("```") > MAX_FENCES:
+        return None
+    for tag, start, end in reversed(_fenced_blocks(text)):
+        if tag in _PYTHON_TAGS and _NONSPACE.search(text, start, end):
+            return text[start:end]
     return None
 
 

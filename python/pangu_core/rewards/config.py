@@ -8,6 +8,7 @@ beside this module is the documented twin of the defaults.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,21 +18,44 @@ __all__ = ["CodeConfig", "ConfigError", "JudgeConfig", "MathConfig", "RewardConf
            "SandboxLimits", "ShapingConfig", "WEIGHTING_RULES"]
 
 
+# Upper bounds of limits that end up in the OS (select/poll timeouts, setrlimit, pids.max): beyond
+# them a value is a typo or inf, which would overflow there or at the first comparison.
+MAX_SECONDS = 86400.0                 # one day, for every wall-clock and CPU limit
+MAX_BYTES = 1 << 48                   # 256 TiB, for address-space and file-size limits
+MAX_OPEN_FILES = 1 << 20              # the kernel's default fs.nr_open
+MAX_PROCESSES = 1 << 22               # the kernel's PID_MAX_LIMIT
+
+
 def _positive(problems: list[str], config: Config, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         expect(problems, value > 0, name, "a number > 0", value)
 
 
+def _seconds(problems: list[str], config: Config, *names: str) -> None:
+    """Each named field is a finite number of seconds in (0, MAX_SECONDS]."""
+    for name in names:
+        value = getattr(config, name)
+        expect(problems, 0 < value <= MAX_SECONDS, name,  # False for inf and nan
+               f"a finite number of seconds in (0, {MAX_SECONDS:g}]", value)
+
+
+def _at_most(problems: list[str], config: Config, bound: int, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        expect(problems, value <= bound, name, f"an int <= {bound}", value)
+
+
 @dataclass(frozen=True)
 class SandboxLimits(Config):
     """Resource limits of one sandboxed program run (all tests of one program)."""
 
-    # Wall clock per test, in seconds; the whole run gets tests * test_seconds + startup_seconds.
+    # Wall clock per test, in seconds (finite, <= MAX_SECONDS); the whole run gets
+    # tests * test_seconds + startup_seconds.
     test_seconds: float = 2.0
-    # Wall clock for starting the sandbox and the interpreter, in seconds.
+    # Wall clock for starting the sandbox and the interpreter, in seconds (<= MAX_SECONDS).
     startup_seconds: float = 3.0
-    # CPU seconds per process (RLIMIT_CPU).
+    # CPU seconds per process (RLIMIT_CPU; <= MAX_SECONDS).
     cpu_seconds: int = 2
     # Address space per process, in bytes (RLIMIT_AS); a Python interpreter needs at least 64 MiB.
     memory_bytes: int = 1 << 30
@@ -51,10 +75,14 @@ class SandboxLimits(Config):
 
     def validate(self) -> list[str]:
         problems: list[str] = []
-        _positive(problems, self, "test_seconds", "startup_seconds", "cpu_seconds", "file_bytes", "processes",
-                  "open_files", "output_bytes")
+        _seconds(problems, self, "test_seconds", "startup_seconds", "cpu_seconds")
+        _positive(problems, self, "file_bytes", "processes", "open_files", "output_bytes")
         expect(problems, self.memory_bytes >= 64 << 20, "memory_bytes",
                "an int >= 64 MiB (a Python interpreter needs it)", self.memory_bytes)
+        _at_most(problems, self, MAX_BYTES, "memory_bytes", "file_bytes")
+        _at_most(problems, self, MAX_PROCESSES, "processes")
+        _at_most(problems, self, MAX_OPEN_FILES, "open_files")
+        _at_most(problems, self, 1 << 30, "output_bytes")  # kept in memory, per test
         return problems
 
 
@@ -64,12 +92,14 @@ class MathConfig(Config):
 
     # math-verify worker processes (started on first use, not charged to any comparison).
     workers: int = 2
-    # Seconds one comparison may take; an overrun kills its worker and scores 0 with reason "timeout".
+    # Seconds one comparison may take (finite, <= MAX_SECONDS); an overrun kills its worker and scores
+    # 0 with reason "timeout".
     timeout_seconds: float = 3.0
     # Cached (reference, answer) verdicts (LRU); 0 disables the cache.
     cache_size: int = 65536
     # Decide identical text and two plain integers without math-verify (where its verdict is certain);
-    # false sends every pair to math-verify (benchmarks use that for a like-for-like comparison).
+    # false sends every pair to math-verify (benchmarks use that for a like-for-like comparison),
+    # except hedged and overlong answers, which are refused before any parsing either way.
     fast_verdicts: bool = True
     # Decimal places math-verify rounds floats to before comparing.
     float_rounding: int = 6
@@ -78,13 +108,18 @@ class MathConfig(Config):
     memory_bytes: int = 4 << 30
     # Reward for a response that has no final answer at all, in [0, 1].
     no_answer_reward: float = 0.0
+    # Longest final answer sent to math-verify, in characters; a longer one scores 0 ("answer too
+    # long") without being parsed.
+    max_answer_chars: int = 1000
 
     def validate(self) -> list[str]:
         problems: list[str] = []
-        _positive(problems, self, "workers", "timeout_seconds", "float_rounding")
+        _positive(problems, self, "workers", "float_rounding", "max_answer_chars")
+        _seconds(problems, self, "timeout_seconds")
         expect(problems, self.cache_size >= 0, "cache_size", "an int >= 0", self.cache_size)
         expect(problems, self.memory_bytes >= 512 << 20, "memory_bytes", "an int >= 512 MiB (sympy needs it)",
                self.memory_bytes)
+        _at_most(problems, self, MAX_BYTES, "memory_bytes")
         expect(problems, 0.0 <= self.no_answer_reward <= 1.0, "no_answer_reward", "a number in [0, 1]",
                self.no_answer_reward)
         return problems
@@ -109,7 +144,8 @@ class CodeConfig(Config):
 class JudgeConfig(Config):
     """The lightweight LLM evaluator and its fusion with deterministic metrics."""
 
-    # Local folder of a transformers causal LM; empty = rules and metrics only.
+    # Local folder of a transformers causal LM (checked at config time: a folder with config.json);
+    # empty = rules and metrics only, which needs exact_weight or f1_weight > 0.
     model_path: str = ""
     # torch device of the evaluator model ("cpu", "cuda", "npu:0", ...).
     device: str = "cpu"
@@ -137,6 +173,14 @@ class JudgeConfig(Config):
         if all(getattr(self, n) >= 0 for n in ("exact_weight", "f1_weight", "judge_weight")):
             expect(problems, self.exact_weight + self.f1_weight + self.judge_weight > 0, "judge_weight",
                    "exact_weight, f1_weight or judge_weight > 0", self.judge_weight)
+            # Weighted on the evaluator alone, the judge source needs a model; without one every
+            # undecided answer would score neutral_score.
+            if self.exact_weight == 0 and self.f1_weight == 0:
+                expect(problems, bool(self.model_path), "model_path",
+                       "a local model folder (judge_weight is the only weight > 0)", self.model_path)
+        if self.model_path:
+            expect(problems, os.path.isfile(os.path.join(self.model_path, "config.json")), "model_path",
+                   "a local folder with a transformers model (config.json)", self.model_path)
         return problems
 
 

@@ -34,6 +34,10 @@ _NUMBER = r"(-?\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?))?"
 # The prompt ends with "Score:", so the continuation either starts with the number or restates it.
 _SCORE_AT_START = re.compile(r"^\s*" + _NUMBER)
 _SCORE_LABELLED = re.compile(r"(?:score|rating)\s*[:=]\s*" + _NUMBER, re.IGNORECASE)
+_ALNUM = re.compile(r"[^\W_]")  # a letter or digit
+# Characters of an answer kept for the evaluator, per prompt token: prompts are cut from the left
+# to max_prompt_tokens anyway, so a longer answer only costs tokenizer time (seconds for 10 MB).
+_CHARS_PER_TOKEN_KEPT = 64
 
 
 def normalise_text(text: str) -> str:
@@ -60,7 +64,7 @@ def token_f1(answer: str, reference: str) -> float:
 def rule_check(answer: str, reference: str | None) -> SourceScore | None:
     """A verdict when rules can decide (trivial answer -> 0, exact reference -> 1), else None."""
     stripped = answer.strip()
-    if not any(ch.isalnum() for ch in stripped):
+    if _ALNUM.search(stripped) is None:
         return SourceScore(0.0, "empty answer" if not stripped else "trivial answer")
     key = stripped.lower().rstrip(" :.-").strip()
     if key in _TRIVIAL or (stripped.endswith(":") and len(stripped.split()) <= 4):
@@ -124,7 +128,8 @@ class LLMJudge:
                  rubrics: Sequence[str | None] | None = None) -> list[SourceScore]:
         """Evaluator scores; ``rubrics[i]`` (default ``DEFAULT_RUBRIC``) is what answer i is graded on."""
         rubrics = rubrics if rubrics is not None else [None] * len(prompts)
-        texts = [RUBRIC.format(rubric=k or DEFAULT_RUBRIC, prompt=p, reference=r or "(none)", answer=a)
+        keep = self.config.max_prompt_tokens * _CHARS_PER_TOKEN_KEPT
+        texts = [RUBRIC.format(rubric=k or DEFAULT_RUBRIC, prompt=p, reference=r or "(none)", answer=a[-keep:])
                  for p, a, r, k in zip(prompts, answers, references, rubrics)]
         scores = []
         for output in self.generate(texts):

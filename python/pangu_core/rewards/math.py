@@ -7,6 +7,11 @@ comparison that overruns ``MathConfig.timeout_seconds`` gets its worker killed a
 scores 0 with reason "timeout". No signal is used, so :class:`MathVerifier` works from any thread.
 Verdicts are cached (LRU) by (reference, answer) unless ``MathConfig.cache_size`` is 0; identical text
 and plain integers are decided without math-verify unless ``MathConfig.fast_verdicts`` is false.
+
+Before any parsing, an answer longer than ``MathConfig.max_answer_chars`` scores 0 ("answer too
+long"), and a hedged answer scores 0 (:func:`hedge_reason`): a relation or qualifier instead of a
+value (``\\ge 12``, ``\\approx 12``, ``12 \\pm 1``, "at least 12") or several values ("10, 11, 12",
+"10 or 12") where the reference has none of these. Math-verify alone accepts ``\\ge 12`` for 12.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Sequence
 
-from pangu_core.dual.response import extract_final_answer
+from pangu_core.dual.response import QUALIFIER, RELATION, extract_final_answer
 from pangu_core.rewards.config import MathConfig
 from pangu_core.rewards.types import SourceScore
 
@@ -46,9 +51,47 @@ def fast_verdict(reference: str, answer: str) -> SourceScore | None:
     return None
 
 
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_JOINER = re.compile(r"\b(?:or|and)\b", re.IGNORECASE)
+_OPENERS, _CLOSERS = "([{", ")]}"
+
+
+def _several_values(text: str) -> bool:
+    """Whether ``text`` lists values: a comma or semicolon outside every bracket (thousands
+    separators such as 1,000 aside), or the words "or" / "and". Linear time."""
+    if _JOINER.search(text):
+        return True
+    depth = 0
+    for ch in _THOUSANDS.sub("", text):
+        if ch in _OPENERS:
+            depth += 1
+        elif ch in _CLOSERS:
+            depth = max(0, depth - 1)
+        elif ch in ",;" and depth == 0:
+            return True
+    return False
+
+
+def hedge_reason(reference: str, answer: str) -> str:
+    """Why ``answer`` hedges where ``reference`` is one plain value, or "" when it does not.
+
+    A relation (``\\ge``, ``<``, ``\\neq``, ``\\approx``, ``\\sim``, ``\\pm`` ...; "=" is fine, as in
+    "x = 12"), a qualifier ("at least", "about", "or more" ...) or several values ("10, 11, 12",
+    "10 or 12") in the answer is a hedge unless the reference has the same kind (an inequality, an
+    interval or a set is then compared by math-verify as usual).
+    """
+    if RELATION.search(answer) and not RELATION.search(reference):
+        return "hedged answer (a relation, not a value)"
+    if QUALIFIER.search(answer) and not QUALIFIER.search(reference):
+        return "hedged answer (qualified)"
+    if _several_values(answer) and not _several_values(reference):
+        return "hedged answer (several values)"
+    return ""
+
+
 def extract_answer(response: str) -> str | None:
     """The final answer outside the thinking block: last \\boxed{}, else "answer is ...", else the
-    last number. None when there is none."""
+    last number unless it is hedged. None when there is none (see ``extract_final_answer``)."""
     return extract_final_answer(response)
 
 
@@ -140,6 +183,10 @@ class MathVerifier:
         todo: dict[tuple[str, str], list[int]] = {}
         with self._lock:
             for i, key in enumerate(pairs):
+                refused = self._refuse(*key)
+                if refused is not None:
+                    out[i] = refused
+                    continue
                 hit = self._cache.get(key)
                 if hit is not None:
                     self._cache.move_to_end(key)
@@ -186,6 +233,15 @@ class MathVerifier:
         verdicts = iter(self.compare(pairs))
         return [SourceScore(self.config.no_answer_reward, "no final answer") if a is None else next(verdicts)
                 for a in answers]
+
+    def _refuse(self, reference: str, answer: str) -> SourceScore | None:
+        """A 0 verdict decided before parsing: an answer over the length cap, or a hedged one."""
+        if len(answer) > self.config.max_answer_chars:
+            return SourceScore(0.0, f"answer too long ({len(answer)} chars > {self.config.max_answer_chars})")
+        if len(reference) > self.config.max_answer_chars:
+            return None  # a long reference is the caller's; math-verify decides it under the time limit
+        why = hedge_reason(reference, answer)
+        return SourceScore(0.0, why) if why else None
 
     @staticmethod
     def _check_text(value: object, name: str) -> str:

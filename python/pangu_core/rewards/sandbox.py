@@ -12,10 +12,16 @@ What holds where (documented, not assumed):
   per-run pids cgroup (v1 ``pids`` controller or v2 with ``pids.max``) is used whenever it can be
   created; ``process_limit_mechanism()`` says which mechanism holds. With neither (root without a
   writable cgroup) no process limit holds and the fork-bomb defence is only CPU/memory limits.
-* **Descendants.** Teardown kills the session's process group, every process of the run's cgroup,
-  the payload by pid, and every process carrying the run's marker in its environment (a /proc
-  scan), so a double-forked daemon that left the group does not survive. In a new pid namespace the
-  kernel also kills everything left in it once the payload (its init) exits.
+* **Descendants.** Each test's processes end with that test: after every test (and after an
+  ``argv`` program) the payload kills all its descendants and reaps them before the next test
+  starts. The payload is init of the run's pid namespace (kill(-1) there reaches every other
+  process of the run) or else a child subreaper (PR_SET_CHILD_SUBREAPER), so a daemon that
+  double-forks and calls setsid is still below it. Teardown of the run then kills the session's
+  process group, every process of the run's cgroup, the payload by pid, and every process carrying
+  the run's marker in its environment (a /proc scan). In a new pid namespace the kernel also kills
+  everything left in it once the payload (its init) exits. Only a program that kills the payload
+  itself (possible without a pid namespace) can leave orphans that none of the above but the
+  cgroup or the marker finds.
 * **Network.** A new network namespace has only a downed loopback: no connection can be made.
   Where namespaces are not permitted ``SandboxResult.namespaces["net"]`` is False and the program
   has the caller's network.
@@ -54,6 +60,9 @@ from pangu_core.rewards.config import SandboxLimits
 
 _CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_child.py")
 MARKER_VARIABLE = "PANGU_SANDBOX_RUN"
+# Runs get a new pid namespace where the kernel permits it; tests turn this off to exercise the
+# fallback (the payload as child subreaper) on machines where the namespace would be permitted.
+_NEW_PID_NAMESPACE = True
 
 
 @dataclass(frozen=True)
@@ -255,6 +264,7 @@ def run_sandboxed(
     status_r, status_w = os.pipe()
     spec: dict[str, Any] = {
         "status_fd": status_w, "cgroup": cgroup, "isolate_network": limits.isolate_network,
+        "pid_namespace": _NEW_PID_NAMESPACE,
         "limits": {"cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes,
                    "file_bytes": max(limits.file_bytes, limits.output_bytes + 1),
                    "open_files": limits.open_files, "processes": limits.processes,
