@@ -9,14 +9,13 @@
 * :mod:`.config`, :mod:`.loop`, :mod:`.cli`: the rounds as a running loop (``pangu-core distill``);
   :mod:`.ablate`: the selection and merging ablations (``pangu-core ablate``).
 
-The SFT names are re-exported here and imported on first use, so importing one submodule does not
+The names below are re-exported here and imported on first use, so importing one submodule does not
 import the others.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pangu_core._lazy import lazy_exports
 
 _EXPORTS = {
     "SFTConfig": "sft", "SFTExample": "sft", "SFTTrainer": "sft", "Stage": "sft", "TrainLog": "sft",
@@ -28,14 +27,4 @@ _EXPORTS = {
     "make_teacher": "teachers", "complexity": "selection", "gaussian_weights": "selection", "select": "selection",
     "steps_for_tokens": "selection",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

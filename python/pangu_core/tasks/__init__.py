@@ -6,7 +6,7 @@ model pull in transformers).
 
 from __future__ import annotations
 
-import importlib
+from pangu_core._lazy import lazy_exports
 
 _EXPORTS = {
     "Task": "dataset", "read_jsonl": "dataset", "write_jsonl": "dataset", "TASK_TYPES": "dataset",
@@ -18,12 +18,4 @@ _EXPORTS = {
     "tiny_pangu": "model", "tiny_config": "model", "SIZES": "model", "count_parameters": "model",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'pangu_core.tasks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"pangu_core.tasks.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
