@@ -3,8 +3,6 @@
 * :func:`distill_figure`: a distillation run (accuracy per level against round, complexity
   histograms, selected level shares).
 * :func:`ablation_figure`: an ablation (a final figure per arm and seed).
-* :func:`dual_pareto_figure`: a dual-system run (accuracy against tokens per test mix: slow, fast,
-  auto, the oracle router, the random-mix line, the bias sweep; fast share per level).
 """
 
 from __future__ import annotations
