@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `pangu-core dual`."""
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--config", type=Path, help="YAML run config (default: the built-in dual_default.yaml)")
-    which.add_argument("--quick", action="store_true", help="the built-in dual_quick.yaml (a few minutes)")
+    which.add_argument("--quick", action="store_true", help="the built-in dual_quick.yaml (levels 1-3, short phases)")
     parser.add_argument("--init", type=Path, help="start checkpoint folder, e.g. OUT/checkpoint of `pangu-core sft` "
                                                   "(default: trained by the config's warm_start)")
     parser.add_argument("--seed", type=int, help="replace the config's seed")
