@@ -22,28 +22,60 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ScriptedModel(torch.nn.Module):
-    """Answers like the teacher in slow mode; in fast mode right on levels 1-2 and off by one above."""
+    """Answers like the teacher in slow mode; in fast mode right on levels 1-2 and off by one above.
 
-    def __init__(self, tokenizer, tasks):
+    In auto mode it answers fast on levels 1-2 and slow above (``auto_fast`` changes the levels);
+    ``looping`` levels write the first line of their slow thinking over and over. Like transformers'
+    generate it goes token by token and asks the stopping criteria after each one.
+    """
+
+    def __init__(self, tokenizer, tasks, auto_fast=(1, 2), looping=()):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.tokenizer = tokenizer
         self.by_prompt = {t.prompt: t for t in tasks}
+        self.auto_fast, self.looping = auto_fast, looping
 
-    def generate(self, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, num_return_sequences=1, **_):
+    def response(self, text):
+        prompt, mode = split_mode_tag(text)
+        task = self.by_prompt[prompt]
+        if mode == "auto":
+            mode = "fast" if task.difficulty in self.auto_fast else "slow"
+        response = teacher_response(task, mode)
+        if mode == "fast" and task.difficulty >= 3:
+            response = response.replace(f"{{{task.reference}}}", f"{{{int(task.reference) + 1}}}")
+        if task.difficulty in self.looping and mode == "slow":
+            line = response.split("\n")[0][len("<think>"):] + "\n"
+            response = "<think>" + line * 100
+        return response + "<|end|>"
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, num_return_sequences=1,
+                 stopping_criteria=(), **_):
         rows = []
         for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
             assert mask[0] == 0 or all(mask)  # left padding
             text = self.tokenizer.decode([i for i, m in zip(ids, mask) if m], skip_special_tokens=True)
-            prompt, mode = split_mode_tag(text)
-            task = self.by_prompt[prompt]
-            response = teacher_response(task, "slow" if mode == "slow" else "fast")
-            if mode == "fast" and task.difficulty >= 3:
-                response = response.replace(f"{{{task.reference}}}", f"{{{int(task.reference) + 1}}}")
-            new = self.tokenizer(response + "<|end|>", add_special_tokens=False)["input_ids"][:max_new_tokens]
-            rows.extend([ids + new] * num_return_sequences)
-        width = max(len(r) for r in rows)
-        return torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rows])
+            if "Wait, I am repeating" in text:  # after a repair: go on to the end
+                new = self.tokenizer("</think>\\boxed{0}<|end|>", add_special_tokens=False)["input_ids"]
+            else:
+                user = text[:text.index("<think>")] if "<think>" in text else text
+                new = self.tokenizer(self.response(user), add_special_tokens=False)["input_ids"]
+            rows.extend([new[:max_new_tokens]] * num_return_sequences)
+        ends = set(eos_token_id) if isinstance(eos_token_id, (list, tuple)) else {eos_token_id}
+        prompts = [ids for ids in input_ids.tolist() for _ in range(num_return_sequences)]
+        out = [list(ids) for ids in prompts]
+        done = [False] * len(rows)
+        for step in range(max(len(r) for r in rows)):
+            for row, new in enumerate(rows):
+                token = pad_token_id if done[row] or step >= len(new) else new[step]
+                out[row].append(token)
+                done[row] = done[row] or token in ends or step + 1 >= len(new)
+            if stopping_criteria:
+                stop = stopping_criteria(torch.tensor(out), None)
+                done = [d or bool(s) for d, s in zip(done, stop.tolist())]
+            if all(done):
+                break
+        return torch.tensor(out)
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +187,122 @@ def test_config_round_trips(tmp_path):
     path = tmp_path / "eval.yaml"
     config.to_yaml(path)
     assert EvalConfig.from_yaml(path) == config
+
+
+def test_auto_mode_fast_share_mode_follow_and_records(tokenizer):
+    # The scripted model answers auto prompts fast on levels 1-2 and slow above: the fast share per
+    # level says so, the explicit tags are followed, and the records are per task, in task order.
+    tasks = generate_math_tasks(25, split="test", seed=4)
+    model = ScriptedModel(tokenizer, tasks)
+    with MathVerifier(MathConfig(workers=1)) as verifier:
+        result = evaluate_model(model, tokenizer, tasks, EvalConfig(modes=("slow", "fast", "auto"), batch_size=6),
+                                progress=False, verifier=verifier, records=True)
+    assert result["fast_share"]["auto"] == {"1": 1.0, "2": 1.0, "3": 0.0, "4": 0.0, "5": 0.0}
+    assert result["fast_share"]["fast"] == {lv: 1.0 for lv in "12345"}
+    assert result["fast_share"]["slow"] == {lv: 0.0 for lv in "12345"}
+    assert set(result["mode_follow"]) == {"slow", "fast"}
+    assert all(v == 1.0 for mode in result["mode_follow"].values() for v in mode.values())
+    # auto is right everywhere (fast where fast is right), with fast's tokens on levels 1-2
+    assert all(v == 1.0 for v in result["accuracy"]["auto"].values())
+    for level in ("1", "2"):
+        assert result["tokens"]["auto"][level] == result["tokens"]["fast"][level]
+    for level in ("3", "4", "5"):
+        assert result["tokens"]["auto"][level] == result["tokens"]["slow"][level]
+    assert all(v == 0.0 for name in ("looped", "repairs") for mode in result[name].values() for v in mode.values())
+    records = result["records"]["auto"]
+    assert [r["level"] for r in records] == [t.difficulty for t in tasks]
+    assert [r["fast"] for r in records] == [t.difficulty <= 2 for t in tasks]
+    assert sum(r["tokens"] for r in records if r["level"] == 3) / 5 == result["tokens"]["auto"]["3"]
+
+
+def test_loops_are_counted_and_repaired(tokenizer):
+    # Level-4 slow answers loop on one line. Without repair each runs to the budget with its loop left
+    # in; with repair the loop is cut once and the answer goes on (to a wrong answer, here).
+    tasks = generate_math_tasks(10, levels=[3, 4], split="test", seed=2)
+    model = ScriptedModel(tokenizer, tasks, looping=(4,))
+    config = EvalConfig(modes=("slow", "auto"), max_new_tokens=120, batch_size=4)
+    with MathVerifier(MathConfig(workers=1)) as verifier:
+        plain = evaluate_model(model, tokenizer, tasks, config, progress=False, verifier=verifier)
+        fixed = evaluate_model(model, tokenizer, tasks, config.replace(self_repair=True), progress=False,
+                               verifier=verifier, records=True)
+    for mode in ("slow", "auto"):
+        assert plain["looped"][mode] == {"3": 0.0, "4": 1.0} and plain["repairs"][mode] == {"3": 0.0, "4": 0.0}
+        assert plain["tokens"][mode]["4"] == 120 and plain["accuracy"][mode] == {"3": 1.0, "4": 0.0}
+        assert fixed["looped"][mode] == {"3": 0.0, "4": 0.0} and fixed["repairs"][mode] == {"3": 0.0, "4": 1.0}
+        assert fixed["accuracy"][mode]["3"] == 1.0
+    # A repaired answer: three copies of its looped line, then the scripted ending after the control text.
+    ending = len(tokenizer("</think>\\boxed{0}<|end|>", add_special_tokens=False)["input_ids"])
+    for task, record in zip(tasks, fixed["records"]["slow"]):
+        if task.difficulty == 4:
+            line = teacher_response(task, "slow").split("\n")[0][len("<think>"):] + "\n"
+            period = len(tokenizer(line, add_special_tokens=False)["input_ids"])
+            assert (record["tokens"], record["repairs"], record["looped"]) == (1 + 3 * period + ending, 1, False)
+    # the slow tag is still followed (thinking text, though never closed) by a looping answer
+    assert plain["mode_follow"]["slow"]["4"] == 1.0
+
+
+class FirstTokenOpens(torch.nn.Module):
+    """A real tiny model whose first generated token is forced to be the open marker (so auto mode's
+    decision is the second token, where the bias applies)."""
+
+    def __init__(self, model, open_id):
+        super().__init__()
+        self.model, self.open_id = model, open_id
+
+    def generate(self, input_ids, logits_processor=None, **kwargs):
+        from transformers import LogitsProcessorList
+
+        width, open_id = input_ids.shape[1], self.open_id
+
+        def opens(ids, scores):
+            if ids.shape[1] == width:
+                scores = torch.full_like(scores, -float("inf"))
+                scores[:, open_id] = 0.0
+            return scores
+
+        processors = LogitsProcessorList([opens, *(logits_processor or [])])
+        return self.model.generate(input_ids=input_ids, logits_processor=processors, **kwargs)
+
+
+def test_auto_bias_moves_the_decision(tokenizer):
+    # A large bias on the close marker at the decision makes every auto answer fast; a large negative
+    # one makes none fast. The explicit modes are untouched by it.
+    tasks = generate_math_tasks(6, levels=[1, 2], split="test")
+    open_id = tokenizer("<think>", add_special_tokens=False)["input_ids"][0]
+    model = FirstTokenOpens(tiny_pangu("nano", tokenizer, seed=0), open_id)
+    shares = {}
+    for bias in (-1e4, 1e4):
+        config = EvalConfig(modes=("auto",), max_new_tokens=4, batch_size=4, auto_bias=bias)
+        shares[bias] = evaluate_model(model, tokenizer, tasks, config, progress=False)["fast_share"]["auto"]
+    assert shares[1e4] == {"1": 1.0, "2": 1.0} and shares[-1e4] == {"1": 0.0, "2": 0.0}
+    with pytest.raises(ConfigError, match="auto_bias: expected a finite number"):
+        EvalConfig(auto_bias=float("inf"))
+
+
+def test_sampled_decoding_is_seeded(tokenizer):
+    # decoding: sample draws the answers at the temperature; the same seed gives the same result.
+    tasks = generate_math_tasks(4, levels=[1], split="test")
+    model = tiny_pangu("nano", tokenizer, seed=0)
+    config = EvalConfig(modes=("slow",), max_new_tokens=6, decoding="sample", temperature=1.3, seed=3)
+    first = evaluate_model(model, tokenizer, tasks, config, progress=False, records=True)
+    again = evaluate_model(model, tokenizer, tasks, config, progress=False, records=True)
+    greedy = evaluate_model(model, tokenizer, tasks, config.replace(decoding="greedy"), progress=False, records=True)
+    assert first["records"] == again["records"] and first["examples"] == again["examples"]
+    assert first["examples"] != greedy["examples"]
+    with pytest.raises(ConfigError, match="decoding"):
+        EvalConfig(decoding="beam")
+
+
+def test_an_auto_mode_sample_of_a_task_is_scored_by_mars():
+    # Task.to_sample(response, "auto") gives a MARS sample that is scored by the mode the response took.
+    from pangu_core.rewards import RewardConfig, RewardScorer
+
+    task = generate_math_tasks(1, levels=[2], split="test")[0]
+    fast = task.to_sample(teacher_response(task, "fast"), "auto")
+    slow = task.to_sample(teacher_response(task, "slow"), "auto")
+    wrong = task.to_sample(teacher_response(task, "fast").replace(task.reference, str(int(task.reference) + 1)), "auto")
+    assert fast.mode == "auto" and fast.reference == task.reference
+    with RewardScorer(RewardConfig(workers=1)) as scorer:
+        results = scorer.score([fast, slow, wrong])
+    assert [r.scores["math"] for r in results] == [1.0, 1.0, 0.0]
+    assert [r.scores["format"] for r in results] == [1.0, 1.0, 1.0]

@@ -19,6 +19,7 @@ COMMANDS = {
     "ablate": ("pangu_core.distill.ablate", "distillation ablations: selection or merging arms over seeds"),
     "bench": ("pangu_core.bench.cli", "run microbenchmarks (ours vs a baseline, same run)"),
     "distill": ("pangu_core.distill.cli", "iterative distillation: select by pass rate, fine-tune, merge rounds"),
+    "dual": ("pangu_core.dual.cli", "dual system: explicit modes, mode labels, auto mode, Pareto evaluation"),
     "info": ("pangu_core.cli", "print how the C++ core was built and which devices exist"),
     "merge": ("pangu_core.merge.cli", "merge checkpoints from a YAML config (mergekit-style fields)"),
     "sft": ("pangu_core.distill.sft_cli", "train the tiny model on the default tasks and evaluate it"),

@@ -95,3 +95,47 @@ def ablation_figure(values: Mapping[str, Sequence[float]], seeds: Sequence[int],
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def dual_pareto_figure(report: Mapping[str, Any], path: str | Path) -> Path:
+    """The Pareto picture of a `pangu-core dual` report: one panel per test mix with accuracy against
+    mean tokens (slow, fast, auto and the oracle router as points, the random mix as the line from fast
+    to slow, the bias sweep as a curve), and a panel of the fast share per level (auto mode, labels)."""
+    from pangu_core.dual.metrics import mix_mean
+
+    plt = _pyplot()
+    mixes = report["mixes"]
+    figure, axes = plt.subplots(1, len(mixes) + 1, figsize=(5.2 * (len(mixes) + 1), 4.2))
+    for axis, (name, mix) in zip(axes, mixes.items()):
+        fast, slow = mix["fast"], mix["slow"]
+        axis.plot([fast["tokens"], slow["tokens"]], [fast["accuracy"], slow["accuracy"]], "--", color="grey",
+                  label="random mix")
+        sweep = report["sweep"]["points"]
+        weights = mix["weights"]
+        axis.plot([mix_mean(p["per_level"]["tokens"], weights) for p in sweep],
+                  [mix_mean(p["per_level"]["accuracy"], weights) for p in sweep], "-", color="tab:purple", marker=".",
+                  label="bias sweep")
+        for key, style in (("slow", "s"), ("fast", "^"), ("auto", "o"), ("oracle", "*")):
+            axis.plot(mix[key]["tokens"], mix[key]["accuracy"], style, markersize=10, label=key)
+        axis.set(xlabel="mean generated tokens", ylabel="accuracy", ylim=(-0.02, 1.02),
+                 title=f"{name} mix: S(auto) {mix['auto']['savings']:.2f}, S(oracle) {mix['oracle']['savings']:.2f}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    axis = axes[-1]
+    share = report["final"]["fast_share"]["auto"]
+    levels = sorted(share, key=int)
+    labelled = report["phases"]["labels"].get("fast_share_per_level", {})
+    positions = range(len(levels))
+    axis.bar([i - 0.2 for i in positions], [share[lv] for lv in levels], width=0.4, label="auto: answered fast")
+    axis.bar([i + 0.2 for i in positions], [labelled.get(lv, 0.0) for lv in levels], width=0.4,
+             label="labels: fast-suited")
+    axis.set_xticks(list(positions))
+    axis.set_xticklabels(levels)
+    axis.set(xlabel="difficulty level", ylabel="share", ylim=(0, 1.02), title="fast share per level")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -5,7 +5,9 @@ What exists: :mod:`.chat_format` (prompt rendering per mode, the chat template),
 with repair), :mod:`.selector` (the probability of the fast decision in auto mode, and a bias on it),
 :mod:`.fusion` (mode labels, explicit and auto pairs, the progressive schedule, self-repair pairs)
 and :mod:`.reasoner` (:class:`Reasoner`: answers in fast, slow or auto mode, with self-repair).
-Not built yet: the ``pangu-core dual`` training command and auto-mode evaluation.
+The ``pangu-core dual`` run: :mod:`.config` (:class:`~.config.DualConfig`), :mod:`.run`
+(:func:`~.run.run_dual`: explicit modes, labels, auto mode, evaluation), :mod:`.metrics` (savings,
+oracle router, random-mix line, test mixes) and :mod:`.report` (the report's measurement section).
 
 Names are re-exported here and imported on first use, so ``import pangu_core.dual`` stays light.
 """
@@ -26,6 +28,7 @@ _EXPORTS = {
     "label_modes": "fusion", "explicit_pairs": "fusion", "auto_pairs": "fusion", "progressive_pairs": "fusion",
     "repair_pairs": "fusion", "teacher_items": "fusion", "to_stages": "fusion", "encode_fusion_pairs": "fusion",
     "Reasoner": "reasoner", "Answer": "reasoner",
+    "DualConfig": "config", "run_dual": "run",
 }
 __all__ = sorted(_EXPORTS)
 
