@@ -169,3 +169,17 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("pangu-core distill: error: ") and "selection.select: expected at most pool_size=4" in err
     assert "\n" not in err and not (tmp_path / "out").exists()
+
+
+def test_shipped_distill_configs_load_and_round_trip(tmp_path):
+    from pangu_core.distill.config import CONFIG_DIR, DistillConfig
+
+    names = sorted(p.name for p in CONFIG_DIR.glob("distill*.yaml"))
+    assert names == ["distill_ablate.yaml", "distill_default.yaml", "distill_quick.yaml"]
+    for name in names:
+        config = DistillConfig.from_yaml(CONFIG_DIR / name)
+        assert DistillConfig.from_dict(config.to_dict()) == config
+        config.to_yaml(tmp_path / name)
+        assert DistillConfig.from_yaml(tmp_path / name) == config
+        # the selected share of middling prompts can rise by 0.2 only when N is well below P
+        assert config.selection.select <= config.selection.pool_size // 4
