@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,8 @@ import numpy as np
 
 from pangu_core.distill import selection as sel
 from pangu_core.distill.config import DistillConfig
+from pangu_core.runs import (VerifierHolder, load_model, loss_summary, prepare_run_folder, read_jsonl, train_resumable,
+                            write_json, write_jsonl)
 from pangu_core.tasks.dataset import Task
 
 RUN_FILE = "distill_run.json"
@@ -48,26 +49,6 @@ MECHANISM_GAIN = 0.2
 
 def _say(line: str) -> None:
     print(f"pangu-core distill: {line}", file=sys.stderr, flush=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Writes JSON atomically (a reader never sees half a file)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
-
-
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-    os.replace(partial, path)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 class Pool:
@@ -125,26 +106,11 @@ class Pool:
         return out
 
 
-def _load(folder: Path, threads: int):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from pangu_core.distill.sft import _quiet_transformers_bars
-
-    torch.set_num_threads(threads)
-    with _quiet_transformers_bars():
-        model = AutoModelForCausalLM.from_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token_id is None:
-        raise ValueError(f"{folder}: the tokenizer has no pad token")
-    return model, tokenizer
-
-
 def _eval_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {key: result[key] for key in ("accuracy", "tokens", "count")}
 
 
-class DistillRun:
+class DistillRun(VerifierHolder):
     """One run folder being worked; :func:`run_distill` drives it."""
 
     def __init__(self, config: DistillConfig, out: Path, init: Path | None, data: Path | None, progress: bool):
@@ -156,19 +122,6 @@ class DistillRun:
         self.teacher = make_teacher(config.teacher, progress=progress)
         if config.teacher.kind == "programmatic" and self.pool.user_tasks is not None:
             self.teacher.check(self.pool.user_tasks, "--data")
-        self._verifier = None
-
-    @property
-    def verifier(self):
-        if self._verifier is None:
-            from pangu_core.rewards.math import MathVerifier
-
-            self._verifier = MathVerifier()
-        return self._verifier
-
-    def close(self) -> None:
-        if self._verifier is not None:
-            self._verifier.close()
 
     def round_dir(self, t: int) -> Path:
         return self.out / f"round_{t}"
@@ -211,12 +164,12 @@ class DistillRun:
             evaluation = _eval_summary(result)
         else:
             directory.mkdir(parents=True, exist_ok=True)
-            model, tokenizer = _load(self.init, self.config.num_threads)
+            model, tokenizer = load_model(self.init, self.config.num_threads)
             evaluation = self._evaluate(model, tokenizer)
         entry = {"round": 0, "start": str(self.base_folder()),
                  "eval": {"last": evaluation, "merged": evaluation},
                  "timings": {"start_s": time.perf_counter() - started}}
-        _write_json(directory / "round.json", entry)
+        write_json(directory / "round.json", entry)
         return entry
 
     def _evaluate(self, model, tokenizer) -> dict[str, Any]:
@@ -233,7 +186,7 @@ class DistillRun:
         directory.mkdir(parents=True, exist_ok=True)
         timings: dict[str, float] = {}
         feed = self.feed_folder(t - 1)
-        model, tokenizer = _load(feed, config.num_threads)
+        model, tokenizer = load_model(feed, config.num_threads)
 
         started = time.perf_counter()
         records = self._selection(t, model, tokenizer)
@@ -253,19 +206,19 @@ class DistillRun:
         timings["merge_s"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        last_model, last_tokenizer = _load(directory / "checkpoint", config.num_threads)
+        last_model, last_tokenizer = load_model(directory / "checkpoint", config.num_threads)
         evaluation = {"last": self._evaluate(last_model, last_tokenizer)}
         if config.merging.method == "none":
             evaluation["merged"] = evaluation["last"]
         else:
-            merged_model, merged_tokenizer = _load(directory / "merged", config.num_threads)
+            merged_model, merged_tokenizer = load_model(directory / "merged", config.num_threads)
             evaluation["merged"] = self._evaluate(merged_model, merged_tokenizer)
         timings["eval_s"] = time.perf_counter() - started
 
         entry = {"round": t, "start": str(feed), "selection": selection_stats(records), "teacher": teacher_stats,
                  "sft": sft_info, "eval": evaluation, "timings": timings}
-        _write_json(directory / "round.json", entry)
-        _write_json(directory / "eval.json", evaluation)
+        write_json(directory / "round.json", entry)
+        write_json(directory / "eval.json", evaluation)
         return entry
 
     def _selection(self, t: int, model, tokenizer) -> list[dict[str, Any]]:
@@ -273,7 +226,7 @@ class DistillRun:
 
         path = self.round_dir(t) / "selection.jsonl"
         if path.is_file():
-            return _read_jsonl(path)
+            return read_jsonl(path)
         config, chooser = self.config, self.config.selection
         candidates = self.pool.candidates(t)
         correct = pass_rates(model, tokenizer, candidates, "slow", chooser.k, chooser.temperature,
@@ -288,14 +241,14 @@ class DistillRun:
                     "meta": dict(task.meta), "correct": int(n), "k": chooser.k, "complexity": float(ci),
                     "selected": i in picked}
                    for i, (task, n, ci) in enumerate(zip(candidates, correct, c))]
-        _write_jsonl(path, records)
+        write_jsonl(path, records)
         return records
 
     def _traces(self, t: int, chosen: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
         path = self.round_dir(t) / "traces.jsonl"
         stats_path = self.round_dir(t) / "teacher.json"
         if path.is_file() and stats_path.is_file():
-            return _read_jsonl(path), json.loads(stats_path.read_text())
+            return read_jsonl(path), json.loads(stats_path.read_text())
         tasks = [Task(prompt=r["prompt"], reference=r["reference"], difficulty=r["level"], meta=r["meta"])
                  for r in chosen]
         responses, stats = self.teacher.answer(tasks)
@@ -305,35 +258,21 @@ class DistillRun:
             raise ValueError(f"round {t}: the teacher answered none of the {len(tasks)} selected prompts")
         summary = {"requested": stats.requested, "answered": stats.answered, "dropped": stats.dropped,
                    "sampled": stats.sampled, "verified": stats.verified}
-        _write_jsonl(path, traces)
-        _write_json(stats_path, summary)
+        write_jsonl(path, traces)
+        write_json(stats_path, summary)
         return traces, summary
 
     def _train(self, t: int, model, tokenizer, traces: list[dict[str, Any]]) -> dict[str, Any]:
-        from pangu_core.distill.sft import STATE_FILE, SFTTrainer, encode_pairs
+        from pangu_core.distill.sft import encode_pairs
 
         config = self.config
         examples = encode_pairs(tokenizer, [(r["prompt"], "slow", r["response"]) for r in traces],
                                 config.sft.max_length)
         steps = sel.steps_for_tokens(examples, config.sft.batch_size, config.tokens_per_round)
-        sft_config = config.round_sft(steps, t)
-        checkpoint = self.round_dir(t) / "checkpoint"
-        if (checkpoint / STATE_FILE).is_file():
-            trainer = SFTTrainer.from_checkpoint(checkpoint, examples, sft_config)
-        else:
-            trainer = SFTTrainer(model, tokenizer, examples, sft_config)
-        def save_and_log(step: int, loss: float, seconds: float) -> None:
-            trainer.save_checkpoint(checkpoint)
-            if not self.progress:
-                _say(f"round {t}: sft step {step}/{steps}  loss {loss:.4f}  {seconds:.0f} s")
-
-        if trainer.step < steps:
-            trainer.train(progress=self.progress, every=max(1, steps // 5), on_every=save_and_log)
-        losses = trainer.losses
-        window = max(1, len(losses) // 10)
+        trainer = train_resumable(self.round_dir(t) / "checkpoint", model, tokenizer, examples,
+                                  config.round_sft(steps, t), progress=self.progress, say=_say, label=f"round {t}")
         return {"examples": len(examples), "steps": steps, "response_tokens": sum(len(e.response_ids) for e in examples),
-                "budget_tokens": config.tokens_per_round, "loss_first": sum(losses[:window]) / window,
-                "loss_last": sum(losses[-window:]) / window}
+                "budget_tokens": config.tokens_per_round, **loss_summary(trainer.losses)}
 
     def _merge(self, t: int) -> None:
         from pangu_core.distill.round_merge import RoundMergeConfig, merge_round_checkpoints
@@ -384,28 +323,9 @@ def selection_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
-    """Readies OUT: new or empty is used; the same run is resumed; anything else needs --overwrite."""
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out: {str(out)!r} is a file, expected a directory")
-    entries = sorted(p.name for p in out.iterdir()) if out.exists() else []
-    if entries and overwrite:
-        for name in entries:
-            if name == RUN_FILE or name.startswith("round_") or name.startswith("report."):
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-    elif entries:
-        if RUN_FILE not in entries:
-            raise FileExistsError(f"--out: {str(out)!r} is not empty and holds no distillation run; give "
-                                  "--overwrite or a new --out")
-        previous = json.loads((out / RUN_FILE).read_text())
-        if previous != record:
-            changed = sorted(k for k in record if previous.get(k) != record[k])
-            raise FileExistsError(f"--out: {str(out)!r} holds a run with other settings ({', '.join(changed)}); "
-                                  "give --overwrite to replace it, or another --out")
-        _say(f"resuming the run in {out}")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / RUN_FILE, record)
+    """Readies OUT (see :func:`pangu_core.runs.prepare_run_folder`); --overwrite removes only the run's files."""
+    prepare_run_folder(out, record, overwrite, run_file=RUN_FILE, what="distillation run", say=_say,
+                       owns=lambda name: name.startswith("round_") or name.startswith("report."))
 
 
 def run_distill(config: DistillConfig, out: str | os.PathLike[str], *, init: str | os.PathLike[str] | None = None,
@@ -438,7 +358,7 @@ def run_distill(config: DistillConfig, out: str | os.PathLike[str], *, init: str
     finally:
         run.close()
     report = build_report(config, record, rounds, time.perf_counter() - started)
-    _write_json(out / "report.json", report)
+    write_json(out / "report.json", report)
     if plot:
         from pangu_core.plots import distill_figure
 

@@ -14,8 +14,7 @@ Names are re-exported here and imported on first use, so ``import pangu_core.dua
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pangu_core._lazy import lazy_exports
 
 _EXPORTS = {
     "ChatFormat": "chat_format", "parse_response": "chat_format", "render_prompt": "chat_format",
@@ -30,14 +29,4 @@ _EXPORTS = {
     "Reasoner": "reasoner", "Answer": "reasoner",
     "DualConfig": "config", "run_dual": "run",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -22,9 +22,7 @@ an unfinished SFT continues from its last checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from pangu_core.dual.config import DualConfig
+from pangu_core.runs import (VerifierHolder, load_model, loss_summary, prepare_run_folder, read_json, read_jsonl,
+                            train_resumable, write_json, write_jsonl)
 
 RUN_FILE = "dual_run.json"
 PHASES = ("start", "phase1", "labels", "phase2", "eval")
@@ -42,30 +42,12 @@ def _say(line: str) -> None:
     print(f"pangu-core dual: {line}", file=sys.stderr, flush=True)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Writes JSON atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
-
-
-def _load(folder: Path, threads: int):
-    from pangu_core.distill.loop import _load as load_model
-
-    return load_model(folder, threads)
-
-
 def _train_seed(config: DualConfig, part: int) -> int:
     """Seed of the fresh training prompts of one part (1: phase 1, 2: label pool)."""
     return 1_000_003 * (config.seed + 1) + 7919 * config.data_seed + 101 * part
 
 
-class DualRun:
+class DualRun(VerifierHolder):
     """One run folder being worked; :func:`run_dual` drives it."""
 
     def __init__(self, config: DualConfig, out: Path, init: Path | None, progress: bool):
@@ -77,19 +59,6 @@ class DualRun:
         stress = config.stress
         self.stress = generate_math_tasks(stress.per_level * len(stress.levels), stress.levels, "test",
                                           config.data_seed + 1, config.test_share)
-        self._verifier = None
-
-    @property
-    def verifier(self):
-        if self._verifier is None:
-            from pangu_core.rewards.math import MathVerifier
-
-            self._verifier = MathVerifier()
-        return self._verifier
-
-    def close(self) -> None:
-        if self._verifier is not None:
-            self._verifier.close()
 
     def start_folder(self) -> Path:
         return self.init if self.init is not None else self.out / "start" / "checkpoint"
@@ -107,7 +76,7 @@ class DualRun:
         """The start checkpoint (the warm start when no --init) and its slow and fast evaluation."""
         path = self.out / "start" / "start.json"
         if path.is_file():
-            return _read_json(path)
+            return read_json(path)
         started = time.perf_counter()
         start_eval = self.config.eval.replace(modes=("slow", "fast"))
         if self.init is None:
@@ -116,47 +85,32 @@ class DualRun:
 
             folder = self.out / "start"
             if (folder / "eval.json").is_file():
-                result = _read_json(folder / "eval.json")
+                result = read_json(folder / "eval.json")
             else:
                 _say(f"training the start checkpoint into {folder}")
                 result = run_sft(self.config.warm_start_config(), folder, progress=self.progress, source="warm_start")
             # The warm start was evaluated on this run's test split with this run's settings.
             evaluation = mode_table(result)
         else:
-            model, tokenizer = _load(self.init, self.config.num_threads)
+            model, tokenizer = load_model(self.init, self.config.num_threads)
             evaluation = self._evaluate(model, tokenizer, self.test, start_eval)
         entry = {"checkpoint": str(self.start_folder()), "eval": evaluation,
                  "seconds": time.perf_counter() - started}
-        _write_json(path, entry)
+        write_json(path, entry)
         return entry
 
     # -- the two fine-tuning phases ---------------------------------------------------------------------
     def _train(self, phase: int, start: Path, stage_pairs) -> dict[str, Any]:
-        from pangu_core.distill.sft import STATE_FILE, SFTTrainer
         from pangu_core.dual.fusion import to_stages
 
         config = self.config
         sft = config.phase_sft(phase)
-        checkpoint = self.out / f"phase{phase}" / "checkpoint"
-        model, tokenizer = _load(start, config.num_threads)
+        model, tokenizer = load_model(start, config.num_threads)
         stages = to_stages(tokenizer, stage_pairs, sft.max_steps, sft.max_length)
-        if (checkpoint / STATE_FILE).is_file():
-            trainer = SFTTrainer.from_checkpoint(checkpoint, stages, sft)
-            _say(f"phase {phase}: resuming SFT at step {trainer.step}")
-        else:
-            trainer = SFTTrainer(model, tokenizer, stages, sft)
-
-        def save_and_log(step: int, loss: float, seconds: float) -> None:
-            trainer.save_checkpoint(checkpoint)
-            if not self.progress:
-                _say(f"phase {phase}: sft step {step}/{sft.max_steps}  loss {loss:.4f}  {seconds:.0f} s")
-
-        if trainer.step < sft.max_steps:
-            trainer.train(progress=self.progress, every=max(1, sft.max_steps // 5), on_every=save_and_log)
-        losses = trainer.losses
-        window = max(1, len(losses) // 10)
+        trainer = train_resumable(self.out / f"phase{phase}" / "checkpoint", model, tokenizer, stages, sft,
+                                  progress=self.progress, say=_say, label=f"phase {phase}")
         return {"start": str(start), "steps": trainer.step, "stages": [len(s.examples) for s in stages],
-                "loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window}
+                **loss_summary(trainer.losses)}
 
     def phase1(self) -> dict[str, Any]:
         """Explicit modes: progressive stages raising the fast share, slow replay, from the start checkpoint."""
@@ -165,7 +119,7 @@ class DualRun:
 
         path = self.out / "phase1" / "phase.json"
         if path.is_file():
-            return _read_json(path)
+            return read_json(path)
         config, started = self.config, time.perf_counter()
         tasks = generate_math_tasks(config.phase1.prompts, config.levels, "train", _train_seed(config, 1),
                                     config.test_share)
@@ -173,7 +127,7 @@ class DualRun:
         entry = self._train(1, self.start_folder(), stages)
         entry["fast_pairs_per_stage"] = [sum(p.mode == "fast" for p in pairs) for pairs in stages]
         entry["seconds"] = time.perf_counter() - started
-        _write_json(path, entry)
+        write_json(path, entry)
         return entry
 
     def labels(self) -> dict[str, Any]:
@@ -184,11 +138,11 @@ class DualRun:
 
         path = self.out / "labels" / "labels.json"
         if path.is_file():
-            return _read_json(path)
+            return read_json(path)
         config, chooser, started = self.config, self.config.labels, time.perf_counter()
         pool = generate_math_tasks(chooser.pool_size, config.levels, "train", _train_seed(config, 2),
                                    config.test_share)
-        model, tokenizer = _load(self.out / "phase1" / "checkpoint", config.num_threads)
+        model, tokenizer = load_model(self.out / "phase1" / "checkpoint", config.num_threads)
         rates = {}
         for index, mode in enumerate(("fast", "slow")):
             correct = pass_rates(model, tokenizer, pool, mode, chooser.k, chooser.temperature, chooser.max_new_tokens,
@@ -199,10 +153,7 @@ class DualRun:
         records = [{"prompt": t.prompt, "reference": t.reference, "level": t.difficulty, "meta": dict(t.meta),
                     "p_fast": float(pf), "p_slow": float(ps), "fast_suited": bool(f)}
                    for t, pf, ps, f in zip(pool, rates["fast"], rates["slow"], fast_suited)]
-        (self.out / "labels").mkdir(parents=True, exist_ok=True)
-        with open(self.out / "labels" / "labels.jsonl.partial", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in records)
-        os.replace(self.out / "labels" / "labels.jsonl.partial", self.out / "labels" / "labels.jsonl")
+        write_jsonl(self.out / "labels" / "labels.jsonl", records)
         levels = sorted({r["level"] for r in records})
         entry = {"pool_size": len(records), "fast_suited": int(fast_suited.sum()),
                  "fast_share_per_level": {str(lv): float(np.mean([r["fast_suited"] for r in records if r["level"] == lv]))
@@ -212,7 +163,7 @@ class DualRun:
                  "p_slow_per_level": {str(lv): float(np.mean([r["p_slow"] for r in records if r["level"] == lv]))
                                       for lv in levels},
                  "seconds": time.perf_counter() - started}
-        _write_json(path, entry)
+        write_json(path, entry)
         return entry
 
     def phase2(self) -> dict[str, Any]:
@@ -223,10 +174,9 @@ class DualRun:
 
         path = self.out / "phase2" / "phase.json"
         if path.is_file():
-            return _read_json(path)
+            return read_json(path)
         config, started = self.config, time.perf_counter()
-        with open(self.out / "labels" / "labels.jsonl", encoding="utf-8") as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
+        records = read_jsonl(self.out / "labels" / "labels.jsonl")
         records = records[:config.phase2.prompts]
         tasks = [Task(prompt=r["prompt"], reference=r["reference"], difficulty=r["level"], meta=r["meta"])
                  for r in records]
@@ -250,16 +200,16 @@ class DualRun:
         entry.update(pairs=len(pairs), auto_pairs=auto_count, auto_fast_share=shares["fast"],
                      repair_pairs=len(repaired), note=note,
                      seconds=time.perf_counter() - started)
-        _write_json(path, entry)
+        write_json(path, entry)
         return entry
 
     # -- evaluation -----------------------------------------------------------------------------------
     def _cached(self, name: str, compute) -> dict[str, Any]:
         path = self.out / "eval" / f"{name}.json"
         if path.is_file():
-            return _read_json(path)
+            return read_json(path)
         result = compute()
-        _write_json(path, result)
+        write_json(path, result)
         return result
 
     def evaluate(self) -> dict[str, Any]:
@@ -269,7 +219,7 @@ class DualRun:
 
         def model():
             if not loaded:
-                loaded.extend(_load(self.out / "phase2" / "checkpoint", config.num_threads))
+                loaded.extend(load_model(self.out / "phase2" / "checkpoint", config.num_threads))
             return loaded
 
         main = self._cached("final", lambda: self._evaluate(*model(), self.test, config.eval, records=True))
@@ -295,28 +245,9 @@ class DualRun:
 
 
 def prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
-    """Readies OUT: new or empty is used; the same run is resumed; anything else needs --overwrite."""
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out: {str(out)!r} is a file, expected a directory")
-    entries = sorted(p.name for p in out.iterdir()) if out.exists() else []
-    if entries and overwrite:
-        for name in entries:
-            if name == RUN_FILE or name in PHASES or name in ("report.json", "pareto.png"):
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-    elif entries:
-        if RUN_FILE not in entries:
-            raise FileExistsError(f"--out: {str(out)!r} is not empty and holds no dual run; give --overwrite or a "
-                                  "new --out")
-        previous = _read_json(out / RUN_FILE)
-        if previous != record:
-            changed = sorted(k for k in record if previous.get(k) != record[k])
-            raise FileExistsError(f"--out: {str(out)!r} holds a run with other settings ({', '.join(changed)}); "
-                                  "give --overwrite to replace it, or another --out")
-        _say(f"resuming the run in {out}")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / RUN_FILE, record)
+    """Readies OUT (see :func:`pangu_core.runs.prepare_run_folder`); --overwrite removes only the run's files."""
+    prepare_run_folder(out, record, overwrite, run_file=RUN_FILE, what="dual run", say=_say,
+                       owns=lambda name: name in PHASES or name in ("report.json", "pareto.png"))
 
 
 def run_dual(config: DualConfig, out: str | os.PathLike[str], *, init: str | os.PathLike[str] | None = None,
@@ -345,7 +276,7 @@ def run_dual(config: DualConfig, out: str | os.PathLike[str], *, init: str | os.
     finally:
         run.close()
     report = build_report(record, phases, time.perf_counter() - started)
-    _write_json(out / "report.json", report)
+    write_json(out / "report.json", report)
     if plot:
         from pangu_core.plots import dual_pareto_figure
 
