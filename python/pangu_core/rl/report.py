@@ -10,6 +10,7 @@ time per batch of the run's own mode, the ratio limits async / sync, and which o
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from typing import Any
 
@@ -18,6 +19,10 @@ from pangu_core.rl.config import RLConfig
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def speed_model(g: float, t: float, eta: int, measured: float, speedup_generate: float,
@@ -73,12 +78,13 @@ def build_report(config: RLConfig, init: str, records: list[dict[str, Any]], seg
     busy = sum(r["step_s"] for r in seg_records)
     workers = [w for w in last.get("workers", []) if w.get("outcome") == "done"]
     worker_busy = sum(w.get("busy_s", 0.0) for w in workers)
-    worker_groups = sum(w.get("groups", 0) for w in workers)
     wall = last.get("wall_s", float("nan"))
     rollout_idle = 1.0 - worker_busy / (len(workers) * wall) if workers and wall > 0 else float("nan")
-    # g: one batch of groups by all workers together; t: one learner step.
-    g = (worker_busy / worker_groups) * schedule.batch_groups / max(1, len(workers)) if worker_groups else float("nan")
-    t = _mean([r["step_s"] for r in seg_records])
+    # g: one batch of groups by all workers together, t: one learner step; medians, so that the
+    # first, cold calls do not count.
+    per_group = [seconds / prompts for w in workers for prompts, seconds in w.get("claims", []) if prompts]
+    g = _median(per_group) * schedule.batch_groups / max(1, len(workers)) if per_group else float("nan")
+    t = _median([r["step_s"] for r in seg_records])
     measured = span / batches if batches else float("nan")
     queue_fields = ("put", "got", "evicted", "dropped", "size", "rejected", "submitted")
     ledger = {k: int(queue.get(k, 0)) for k in queue_fields}

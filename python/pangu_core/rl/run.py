@@ -63,7 +63,7 @@ def load_model(folder: str | Path, threads: int | None = None):
     if threads is not None:
         torch.set_num_threads(threads)
     with _quiet_transformers_bars():
-        model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
         raise ValueError(f"--init: the tokenizer in {str(folder)!r} has no pad or eos token")

@@ -327,19 +327,21 @@ Scorer = Callable[[Prompt, list[list[int]]], Sequence[float]]
 
 
 def rollout_worker(worker: int, coordinator: Coordinator, generator: Generator, scorer: Scorer,
-                   subscriber: Any, config: ScheduleConfig, timing: dict[str, float] | None = None) -> int:
+                   subscriber: Any, config: ScheduleConfig, timing: dict[str, Any] | None = None) -> int:
     """One rollout worker's loop until the run stops; returns the number of groups it submitted.
 
     ``coordinator`` is the :class:`Coordinator` itself (threads) or anything with its ``claim``,
     ``submit`` and ``is_stopped`` calls (a process's client, :mod:`pangu_core.rl.processes`).
     ``subscriber`` pulls the learner's weights into the model ``generator`` samples from. ``scorer``
     gives the G rewards of one prompt's responses. ``timing`` (optional) receives seconds spent
-    waiting for weights (``wait_s``) and working (``busy_s``).
+    waiting for weights (``wait_s``) and working (``busy_s``), and per claim the prompts and seconds
+    of its work (``claims``: [prompts, seconds] pairs).
     """
     submitted = 0
     timing = {} if timing is None else timing
     timing.setdefault("wait_s", 0.0)
     timing.setdefault("busy_s", 0.0)
+    timing.setdefault("claims", [])
     while True:
         claim = coordinator.claim(worker)
         if claim is None:
@@ -367,7 +369,9 @@ def rollout_worker(worker: int, coordinator: Coordinator, generator: Generator, 
                 raise ValueError(f"scorer: expected {config.group_size} rewards for prompt {prompt.index}, "
                                  f"got {len(rewards)}")
             groups.append(RolloutGroup(prompt, responses, log_probs, rewards, version, claim.chunk, worker))
-        timing["busy_s"] += time.perf_counter() - work
+        busy = time.perf_counter() - work
+        timing["busy_s"] += busy
+        timing["claims"].append([len(claim.prompts), busy])
         try:
             coordinator.submit(groups)
         except QueueClosed:
