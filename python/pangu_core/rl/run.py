@@ -190,8 +190,6 @@ def run_rl(config: RLConfig, out: str | os.PathLike[str], *, init: str | os.Path
     ``shm_prefix``: the shared-memory name prefix of the weights (default: a fresh one per call).
     ``on_step(step, record)`` is called in the learner's thread after each step is published.
     """
-    import torch
-
     if not isinstance(config, RLConfig):
         raise TypeError(f"config: expected RLConfig, got {type(config).__name__}")
     if init is None:
@@ -280,7 +278,9 @@ def _train(config: RLConfig, out: Path, init: Path, state: dict[str, Any], segme
 
     prefix = shm_prefix or f"pgrl{uuid.uuid4().hex[:10]}"
     sync = SyncConfig(transport="shm", name="policy", prefix=prefix, publish_dtype=None, timeout_s=60.0)
-    factory = functools.partial(make_rollout_worker, folder=str(folder), seed=config.seed * 1_000_003 + 31 * start)
+    # Workers build their model from the start checkpoint (the first pull replaces its weights), so
+    # a checkpoint being saved never races a worker loading it.
+    factory = functools.partial(make_rollout_worker, folder=str(init), seed=config.seed * 1_000_003 + 31 * start)
     segment_started = time.perf_counter()
     try:
         with Publisher(model, sync) as publisher:
