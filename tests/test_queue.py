@@ -121,6 +121,33 @@ def test_overflow_drop_lowest():
     assert q.put_many(["g", "h"], [3.0, 4.0]) == ["a", "b"]
     assert q.stats()["dropped"] == 5
     assert q.get_batch(3) == ["d", "h", "g"]
+    stats = q.stats()                        # e and f were refused at once: still put, and dropped
+    assert (stats["put"], stats["got"], stats["dropped"], stats["size"]) == (8, 3, 5, 0)
+
+
+# put = got + evicted + dropped + size under every overflow policy; offered = put + rejected.
+@pytest.mark.parametrize("overflow", ["block", "reject", "drop_lowest"])
+def test_stats_ledger_every_overflow(overflow):
+    q = PriorityQueue(capacity=3, overflow=overflow, max_staleness=1)
+    rng = np.random.default_rng(0)
+    offered = 0
+    for round_ in range(40):
+        for _ in range(int(rng.integers(1, 5))):
+            version = int(rng.integers(max(0, q.version - 3), q.version + 1))
+            try:
+                q.put(round_, float(rng.random()), version=version, timeout=0.001)
+                offered += 1
+            except pangu_core.QueueFull:
+                offered += 1
+            except TimeoutError:     # block: full, nothing counted
+                pass
+        if rng.random() < 0.5 and len(q):
+            q.get_batch(int(rng.integers(1, 3)), timeout=0.001)
+        if rng.random() < 0.3:
+            q.advance_version(q.version + 1)
+        stats = q.stats()
+        assert stats["put"] == stats["got"] + stats["evicted"] + stats["dropped"] + stats["size"]
+        assert offered == stats["put"] + stats["rejected"]
 
 
 # block: a full queue times out (TimeoutError) and timeout=0 does not wait at all.

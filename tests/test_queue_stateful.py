@@ -44,6 +44,7 @@ class Model:
         if self.stale(version):
             self.counts["rejected"] += 1
             return [item]
+        self.counts["put"] += 1
         if self.full():
             self.counts["dropped"] += 1
             worst = min(self.rows, key=self.order)
@@ -54,7 +55,6 @@ class Model:
         else:
             handed = []
         self.rows.append(dict(item=item, priority=priority, version=version, seq=next(self.seq)))
-        self.counts["put"] += 1
         return handed
 
     def put(self, item, priority, version):
@@ -202,6 +202,8 @@ def make_machine(capacity, overflow, max_staleness, age_boost):
             stats = self.queue.stats()
             assert stats["size"] == len(self.model.rows) == len(self.queue)
             assert {k: stats[k] for k in self.model.counts} == self.model.counts
+            # The ledger, under every overflow policy.
+            assert stats["put"] == stats["got"] + stats["evicted"] + stats["dropped"] + stats["size"]
             assert stats["version"] == self.model.version and stats["closed"] == self.model.closed
 
         def teardown(self):

@@ -109,6 +109,9 @@ void PriorityQueue::insert_locked(Payload payload, double priority, int64_t vers
     handed_back.push_back(payload);
     return;
   }
+  // Every item that is not rejected counts as put, also a new one DropLowest refuses at once, so
+  // that put = got + evicted + dropped + size holds under every overflow policy.
+  ++stats_.put;
   const double key = key_of(priority, version);
   if (!has_room_locked()) {
     // Only DropLowest gets here: the others wait or refuse before inserting.
@@ -131,7 +134,6 @@ void PriorityQueue::insert_locked(Payload payload, double priority, int64_t vers
   HeapEntry entry{key, next_seq_++, slot};
   best_.push(entry);
   if (track_worst_) worst_.push(entry);
-  ++stats_.put;
 }
 
 void PriorityQueue::remove_slot_locked(uint32_t slot) {

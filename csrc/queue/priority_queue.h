@@ -55,7 +55,10 @@ struct QueueOptions {
 };
 
 struct QueueStats {
-  uint64_t put = 0;       // items accepted into the queue
+  // Ledger: put = got + evicted + dropped + size under every overflow policy, and every item that
+  // put / put_many counted (one whose call did not fail with ValueError, Timeout or QueueClosed)
+  // is either put or rejected.
+  uint64_t put = 0;       // items offered and not rejected (a new item DropLowest refuses counts)
   uint64_t got = 0;       // items taken by get / get_batch
   uint64_t evicted = 0;   // items removed as stale by advance_version
   uint64_t dropped = 0;   // items removed or refused by the DropLowest overflow policy

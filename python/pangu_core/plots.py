@@ -3,6 +3,8 @@
 * :func:`distill_figure`: a distillation run (accuracy per level against round, complexity
   histograms, selected level shares).
 * :func:`ablation_figure`: an ablation (a final figure per arm and seed).
+* :func:`rl_figure`: a GRPO run (reward and greedy test accuracy against step and wall time).
+* :func:`dual_pareto_figure`: a dual-system run (accuracy against tokens per test mix, fast share per level).
 """
 
 from __future__ import annotations
@@ -134,6 +136,36 @@ def dual_pareto_figure(report: Mapping[str, Any], path: str | Path) -> Path:
     axis.set(xlabel="difficulty level", ylabel="share", ylim=(0, 1.02), title="fast share per level")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
+
+
+def rl_figure(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Four panels of a GRPO run: mean reward against learner step and against wall time, greedy test
+    accuracy per level (and the mean, black) against step and against wall time."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    curves = report["curves"]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, x, label in ((axes[0][0], curves["step"], "learner step"), (axes[0][1], curves["time_s"], "wall time (s)")):
+        axis.plot(x, curves["reward"], ".", alpha=0.4, label="batch mean")
+        window = max(1, len(x) // 10)
+        smooth = [sum(curves["reward"][max(0, i - window + 1):i + 1]) / len(curves["reward"][max(0, i - window + 1):i + 1])
+                  for i in range(len(x))]
+        axis.plot(x, smooth, "-", label=f"mean of {window}")
+        axis.set(xlabel=label, ylabel="reward", ylim=(-0.02, 1.02), title=f"reward (eta = {report['eta']})")
+        axis.legend(fontsize=8)
+    points = report["accuracy"]
+    levels = sorted({level for point in points for level in point["by_level"]}, key=int)
+    for axis, key, label in ((axes[1][0], "step", "learner step"), (axes[1][1], "time_s", "wall time (s)")):
+        x = [point[key] for point in points]
+        for i, level in enumerate(levels):
+            axis.plot(x, [point["by_level"].get(level, float("nan")) for point in points], "o-",
+                      color=colours[i % len(colours)], label=f"level {level}")
+        axis.plot(x, [point["mean"] for point in points], "s-", color="black", label="mean")
+        axis.set(xlabel=label, ylabel="greedy test accuracy", ylim=(-0.02, 1.02), title="test accuracy (after the run)")
+        axis.legend(fontsize=8)
+    for row in axes:
+        for axis in row:
+            axis.grid(alpha=0.3)
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=100)

@@ -172,11 +172,13 @@ class PriorityQueue(_core.queue.PriorityQueue):
     def stats(self) -> dict[str, Any]:
         """Counters since construction.
 
-        Keys: ``put`` (accepted), ``got``, ``evicted`` (stale at advance_version), ``dropped``
-        (drop_lowest), ``rejected`` (reject policy when full, or stale at put), ``size``,
+        Keys: ``put`` (offered and not rejected, including a new item that drop_lowest refuses at
+        once), ``got``, ``evicted`` (stale at advance_version), ``dropped`` (removed or refused by
+        drop_lowest), ``rejected`` (reject policy when full, or stale at put), ``size``,
         ``capacity``, ``version``, ``producer_wait_s`` / ``consumer_wait_s`` (total seconds spent
         blocked), ``max_age_at_pop`` (largest current_version - item_version seen by a get),
         ``waiting_producers`` / ``waiting_consumers`` (threads blocked right now), ``closed``.
+        Under every overflow policy put = got + evicted + dropped + size.
         """
         return dict(super().stats())
 

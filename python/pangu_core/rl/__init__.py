@@ -13,7 +13,9 @@ Modules:
   staleness bound eta, the priority queue), the rollout worker loop, the learner loop, threads.
 - :mod:`~pangu_core.rl.processes`: rollout workers as processes (pipes to the coordinator, weights
   over shared memory), with dead workers reported by name.
+- :mod:`~pangu_core.rl.config`, :mod:`~pangu_core.rl.run`, :mod:`~pangu_core.rl.report`,
+  :mod:`~pangu_core.rl.cli`: the ``pangu-core rl`` command (a resumable run folder, snapshots
+  evaluated after the run, ``report.json`` with the speed model, ``report.png``).
 
-Not built yet: the ``pangu-core rl`` command (checkpoints, report), its benchmarks, Ray and
-torchrun runners.
+Not built yet: Ray and torchrun runners.
 """

@@ -129,12 +129,14 @@ def _serve(state: _WorkerState, connection, coordinator: Coordinator, on_exit: C
 
 def run_processes(coordinator: Coordinator, publisher: Any, step: Callable[[list[RolloutGroup], int], dict],
                   steps: int, factory: Callable[[int], tuple[Any, Any, Any]], workers: int, sync: SyncConfig,
-                  *, start_method: str = "spawn", threads: int = 1, join_timeout_s: float = 30.0) -> dict[str, Any]:
+                  *, start_method: str = "spawn", threads: int = 1, join_timeout_s: float = 30.0,
+                  on_step: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Runs ``workers`` rollout processes and the learner in this process (see the module docstring).
 
     ``factory(index) -> (generator, scorer, target)`` runs in each worker; ``target`` (a module or a
     name -> tensor mapping) receives the weights and must match ``publisher``'s layout. ``sync`` is
-    the publisher's SyncConfig. ``threads``: torch threads per worker. Returns what
+    the publisher's SyncConfig. ``threads``: torch threads per worker. ``on_step`` goes to
+    :func:`~pangu_core.rl.scheduler.run_learner`. Returns what
     :func:`~pangu_core.rl.scheduler.run_threads` returns plus ``dead_workers`` (names of workers that
     died). RuntimeError when a worker raised, or when every worker died.
     """
@@ -170,7 +172,7 @@ def run_processes(coordinator: Coordinator, publisher: Any, step: Callable[[list
                                             name=f"serve-rollout-{index}", daemon=True))
         for server in servers:
             server.start()
-        history = run_learner(coordinator, publisher, step, steps)
+        history = run_learner(coordinator, publisher, step, steps, on_step)
     except BaseException as caught:
         error = caught
     finally:

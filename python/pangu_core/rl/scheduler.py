@@ -19,7 +19,7 @@ arm (``fifo=True``) puts every group at priority 0 with no age boost: oldest fir
 Workers talk to a :class:`Coordinator` through two calls, ``claim`` and ``submit``, and to the
 learner's weights through a :class:`pangu_core.sync.Subscriber`; :func:`run_threads` runs workers
 as threads of one process, :func:`pangu_core.rl.processes.run_processes` as processes. Invariants the tests check: max lag consumed <= eta, and
-put = got + evicted + dropped + size on the queue's counters.
+put = got + evicted + dropped + size on the queue's counters (every overflow policy).
 """
 
 from __future__ import annotations
@@ -129,14 +129,30 @@ class RolloutGroup:
 
 
 class PromptStream:
-    """Thread-safe prompt source: cycles through ``prompts`` in order; handed-back prompts come first."""
+    """Thread-safe prompt source: cycles through ``prompts`` in order; handed-back prompts come first.
 
-    def __init__(self, prompts: Sequence[Prompt]) -> None:
+    ``position`` (from :meth:`state`) resumes a stream: ``{"next": n, "front": [prompt indices]}``.
+    """
+
+    def __init__(self, prompts: Sequence[Prompt], position: dict[str, Any] | None = None) -> None:
         if not prompts or not all(isinstance(p, Prompt) for p in prompts):
             raise ValueError("prompts: expected a non-empty sequence of Prompt")
         self._prompts, self._next, self._front = list(prompts), 0, deque()
         self._lock = threading.Lock()
         self.served = 0
+        if position is not None:
+            by_index = {p.index: p for p in self._prompts}
+            try:
+                self._next = int(position["next"])
+                self._front.extend(by_index[int(i)] for i in position["front"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"position: expected {{'next': int, 'front': [prompt indices]}} of these "
+                                 f"prompts, got {position!r}") from error
+
+    def state(self, pending: Sequence[Prompt] = ()) -> dict[str, Any]:
+        """Where the stream stands: the next position and the front (``pending`` prompts first)."""
+        with self._lock:
+            return {"next": self._next, "front": [p.index for p in pending] + [p.index for p in self._front]}
 
     def take(self, n: int) -> list[Prompt]:
         """The next ``n`` prompts (handed-back ones first, oldest hand-back first)."""
@@ -164,19 +180,28 @@ class Coordinator:
     ``advance``. Thread-safe.
     """
 
-    def __init__(self, prompts: Sequence[Prompt], config: ScheduleConfig) -> None:
+    def __init__(self, prompts: Sequence[Prompt], config: ScheduleConfig, *, start_version: int = 0,
+                 position: dict[str, Any] | None = None) -> None:
         if not isinstance(config, ScheduleConfig):
             raise TypeError(f"config: expected ScheduleConfig, got {type(config).__name__}")
+        if isinstance(start_version, bool) or not isinstance(start_version, int) or start_version < 0:
+            raise ValueError(f"start_version: expected an int >= 0, got {start_version!r}")
         self.config = config
-        self.stream = PromptStream(prompts)
+        self.stream = PromptStream(prompts, position)
+        # A resumed run starts at the learner's version: chunk numbers and the queue's version go on
+        # from there, so the staleness rule holds across the restart.
         self.queue = PriorityQueue(config.capacity, config.overflow, max_staleness=config.eta,
-                                   age_boost=0.0 if config.fifo else config.age_boost)
+                                   age_boost=0.0 if config.fifo else config.age_boost, version=start_version)
         self._lock = threading.Lock()
-        self._issued = 0          # prompts handed out and not handed back
+        self._issued = start_version * config.batch_groups   # prompts handed out and not handed back
         self.submitted = 0        # groups offered to the queue
         self.stopped = threading.Event()
         self.lag_histogram: Counter[int] = Counter()
         self.handed_back = 0
+        self.generated: Counter[int] = Counter()   # groups offered, per prompt index
+        self.consumed: Counter[int] = Counter()    # groups the learner took, per prompt index
+        self._pending: Counter[int] = Counter()    # prompts handed out whose groups were not taken yet
+        self._prompt_of = {p.index: p for p in prompts}
 
     @property
     def version(self) -> int:
@@ -193,6 +218,7 @@ class Coordinator:
             n = min(self.config.prompts_per_claim, size - self._issued % size)
             self._issued += n
             prompts = self.stream.take(n)
+            self._pending.update(p.index for p in prompts)
         return Claim(chunk, chunk - self.config.eta, tuple(prompts))
 
     def submit(self, groups: Sequence[RolloutGroup]) -> None:
@@ -213,6 +239,7 @@ class Coordinator:
             back = self.queue.put(group, priority, group.version)
             with self._lock:
                 self.submitted += 1
+                self.generated[group.prompt.index] += 1
             self._give_back(back)
 
     def _give_back(self, groups: Sequence[RolloutGroup]) -> None:
@@ -221,12 +248,14 @@ class Coordinator:
         with self._lock:
             self._issued -= len(groups)
             self.handed_back += len(groups)
+            self._pending.subtract(g.prompt.index for g in groups)
         self.stream.push_front([g.prompt for g in groups])
 
     def release(self, claim: Claim) -> None:
         """Gives back the prompts of a claim that will never be submitted (its worker died)."""
         with self._lock:
             self._issued -= len(claim.prompts)
+            self._pending.subtract(p.index for p in claim.prompts)
         self.stream.push_front(claim.prompts)
 
     def is_stopped(self) -> bool:
@@ -252,9 +281,22 @@ class Coordinator:
                                        f"{limit} s (queued: {len(self.queue)})") from None
         if len(batch) < self.config.batch_groups:   # the queue closed under the wait: what was left
             raise RuntimeError("learner: the run was stopped while waiting for a batch")
-        for group in batch:
-            self.lag_histogram[self.version - group.version] += 1
+        with self._lock:
+            for group in batch:
+                self.lag_histogram[self.version - group.version] += 1
+                self.consumed[group.prompt.index] += 1
+                self._pending[group.prompt.index] -= 1
         return batch
+
+    def position(self) -> dict[str, Any]:
+        """The prompt stream's position for a resumed run (:class:`PromptStream`).
+
+        Prompts handed out whose groups the learner has not taken (being generated, or queued)
+        come first in its front: a run resumed from it serves them again.
+        """
+        with self._lock:
+            pending = [self._prompt_of[i] for i, n in sorted(self._pending.items()) for _ in range(max(n, 0))]
+        return self.stream.state(pending)
 
     def advance(self, version: int) -> None:
         """Sets the learner's version: stale groups come back and their prompts go to the front."""
@@ -268,11 +310,9 @@ class Coordinator:
     def stats(self) -> dict[str, Any]:
         """Queue counters, the lag histogram, max lag consumed and the groups handed back.
 
-        ``queue`` holds the queue's own counters (put = accepted, got, evicted, dropped, rejected =
-        stale at put, size) and ``submitted`` (groups offered). Every offered group is accounted
-        for: submitted = got + evicted + dropped + rejected + size. With the "block" overflow
-        put = got + evicted + dropped + size as well (the queue counts a new group that
-        drop_lowest refuses as dropped but not as put).
+        ``queue`` holds the queue's own counters (put = offered and not rejected, got, evicted,
+        dropped, rejected = stale at put, size) and ``submitted`` (groups offered). Under every
+        overflow policy put = got + evicted + dropped + size and submitted = put + rejected.
         """
         queue = self.queue.stats()
         with self._lock:
@@ -287,19 +327,21 @@ Scorer = Callable[[Prompt, list[list[int]]], Sequence[float]]
 
 
 def rollout_worker(worker: int, coordinator: Coordinator, generator: Generator, scorer: Scorer,
-                   subscriber: Any, config: ScheduleConfig, timing: dict[str, float] | None = None) -> int:
+                   subscriber: Any, config: ScheduleConfig, timing: dict[str, Any] | None = None) -> int:
     """One rollout worker's loop until the run stops; returns the number of groups it submitted.
 
     ``coordinator`` is the :class:`Coordinator` itself (threads) or anything with its ``claim``,
     ``submit`` and ``is_stopped`` calls (a process's client, :mod:`pangu_core.rl.processes`).
     ``subscriber`` pulls the learner's weights into the model ``generator`` samples from. ``scorer``
     gives the G rewards of one prompt's responses. ``timing`` (optional) receives seconds spent
-    waiting for weights (``wait_s``) and working (``busy_s``).
+    waiting for weights (``wait_s``) and working (``busy_s``), and per claim the prompts and seconds
+    of its work (``claims``: [prompts, seconds] pairs).
     """
     submitted = 0
     timing = {} if timing is None else timing
     timing.setdefault("wait_s", 0.0)
     timing.setdefault("busy_s", 0.0)
+    timing.setdefault("claims", [])
     while True:
         claim = coordinator.claim(worker)
         if claim is None:
@@ -327,7 +369,9 @@ def rollout_worker(worker: int, coordinator: Coordinator, generator: Generator, 
                 raise ValueError(f"scorer: expected {config.group_size} rewards for prompt {prompt.index}, "
                                  f"got {len(rewards)}")
             groups.append(RolloutGroup(prompt, responses, log_probs, rewards, version, claim.chunk, worker))
-        timing["busy_s"] += time.perf_counter() - work
+        busy = time.perf_counter() - work
+        timing["busy_s"] += busy
+        timing["claims"].append([len(claim.prompts), busy])
         try:
             coordinator.submit(groups)
         except QueueClosed:
@@ -336,14 +380,17 @@ def rollout_worker(worker: int, coordinator: Coordinator, generator: Generator, 
 
 
 def run_learner(coordinator: Coordinator, publisher: Any, step: Callable[[list[RolloutGroup], int], dict],
-                steps: int) -> list[dict]:
-    """``steps`` learner steps: take a batch, ``step(batch, k)``, advance the queue and publish version k + 1.
+                steps: int, on_step: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Learner steps up to ``steps`` in all: take a batch, ``step(batch, k)``, advance the queue, publish k + 1.
 
-    ``publisher`` must already have published version 0 (the starting weights). Returns the metrics
-    dict of each step with ``wait_s`` (time blocked for the batch), ``step_s`` and ``lags`` added.
+    The steps run from the coordinator's version (0, or where a resumed run starts) to ``steps``;
+    ``publisher`` must already have published that version (the starting weights). Returns the
+    metrics dict of each step with ``wait_s`` (time blocked for the batch), ``step_s``, ``lags`` and
+    ``end_s`` (``time.perf_counter()`` at its end) added. ``on_step(k, metrics)`` (optional) runs
+    after step k's version k + 1 is published (a checkpoint, a progress bar), outside the timings.
     """
     history = []
-    for k in range(steps):
+    for k in range(coordinator.version, steps):
         start = time.perf_counter()
         batch = coordinator.take_batch()
         taken = time.perf_counter()
@@ -352,9 +399,11 @@ def run_learner(coordinator: Coordinator, publisher: Any, step: Callable[[list[R
         # the queue refuses versions above its own.
         coordinator.advance(k + 1)
         publisher.publish(version=k + 1)
-        metrics.update(wait_s=taken - start, step_s=time.perf_counter() - taken,
-                       lags=[k - g.version for g in batch])
+        end = time.perf_counter()
+        metrics.update(wait_s=taken - start, step_s=end - taken, lags=[k - g.version for g in batch], end_s=end)
         history.append(metrics)
+        if on_step is not None:
+            on_step(k, metrics)
     return history
 
 

@@ -1,0 +1,66 @@
+"""`pangu-core rl`: GRPO on the latency-tolerant scheduler from a checkpoint of `pangu-core sft` / `distill`.
+
+Settings come from ``configs/rl_default.yaml`` (``--quick``: ``rl_quick.yaml``, or ``--config
+FILE``); ``--eta``, ``--fifo`` and ``--seed`` replace the config's. ``--init`` is required: the
+embedded default has no RL-ready model of its own (train one with `pangu-core sft`). See
+:mod:`pangu_core.rl.run` for the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pangu_core.rl.config import RLConfig, builtin_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `pangu-core rl`."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--config", type=Path, help="YAML run config (default: the built-in rl_default.yaml)")
+    which.add_argument("--quick", action="store_true", help="the built-in rl_quick.yaml (a couple of minutes)")
+    parser.add_argument("--init", type=Path, help="start checkpoint folder, e.g. OUT/checkpoint of `pangu-core sft` "
+                                                  "or OUT/round_<t>/merged of `pangu-core distill` (required)")
+    parser.add_argument("--eta", type=int, help="replace the staleness bound (0 synchronous, 1 one-step-off)")
+    parser.add_argument("--fifo", action="store_true", help="the FIFO arm: equal priorities, no age boost")
+    parser.add_argument("--seed", type=int, help="replace the config's seed")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (new or empty; the same run there is "
+                                                                "resumed from its last checkpoint)")
+    parser.add_argument("--overwrite", action="store_true", help="replace another run in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def load_config(args: argparse.Namespace) -> tuple[RLConfig, str]:
+    """The config the arguments name, with --eta, --fifo and --seed applied; and where it came from."""
+    path = args.config or builtin_config("rl_quick" if args.quick else "rl_default")
+    config = RLConfig.from_yaml(path)
+    schedule = config.schedule
+    if args.eta is not None:
+        if args.eta < 0:
+            raise ValueError(f"--eta: expected an int >= 0, got {args.eta}")
+        schedule = schedule.replace(eta=args.eta)
+    if args.fifo:
+        schedule = schedule.replace(fifo=True)
+    config = config.replace(schedule=schedule)
+    if args.seed is not None:
+        config = config.replace(seed=args.seed)
+    return config, str(args.config) if args.config else path.name
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs (or resumes) the GRPO run; prints a JSON summary to stdout."""
+    from pangu_core.rl.run import run_rl
+
+    config, source = load_config(args)
+    if args.init is None:
+        raise ValueError("--init: required; pass a checkpoint folder from `pangu-core sft` (OUT/checkpoint) or "
+                         "`pangu-core distill` (OUT/round_<t>/merged); e.g. `pangu-core sft --quick --out sft` "
+                         "then `pangu-core rl --quick --init sft/checkpoint --out rl`")
+    report = run_rl(config, args.out, init=args.init, progress=not args.no_progress, overwrite=args.overwrite)
+    summary = {key: report[key] for key in ("eta", "fifo", "throughput", "idle", "lag_histogram", "max_lag_consumed",
+                                            "queue", "levels_generated", "levels_consumed")}
+    summary["speed_model"] = report["speed_model"]
+    summary["accuracy"] = [{"step": a["step"], "mean": a["mean"]} for a in report["accuracy"]]
+    print(json.dumps({"config": source, **summary, "report": str(Path(args.out) / "report.json")}, indent=2))
+    return 0

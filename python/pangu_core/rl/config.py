@@ -1,0 +1,119 @@
+"""The typed configuration of a GRPO run (`pangu-core rl`), and its built-in YAML files.
+
+See :mod:`pangu_core.rl.run` for what each part drives and ``configs/rl_default.yaml`` for every
+field with its meaning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pangu_core.config import Config, expect
+from pangu_core.evaluation import EvalConfig
+from pangu_core.rl.grpo import GRPOConfig
+from pangu_core.rl.scheduler import ScheduleConfig
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class RLConfig(Config):
+    """One `pangu-core rl` run: prompts, scheduling, loss, optimiser, checkpoints and evaluation."""
+
+    # Difficulty levels of the generated training prompts and of the test split.
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5)
+    # Generated training prompts in the stream (it cycles through them).
+    train_prompts: int = 2000
+    # Test problems per level (greedy accuracy of the snapshots, after the run).
+    test_per_level: int = 50
+    # Share of the problem space (by prompt hash) held out as the test split.
+    test_share: float = 0.2
+    # Seed of the generated prompts and of the test split.
+    data_seed: int = 0
+    # Seed of the run: the learner's and the rollout workers' sampling.
+    seed: int = 0
+    # Mode tag of the training prompts ("slow": no tag, "fast": " /no_think").
+    mode: Literal["slow", "fast"] = "slow"
+    # Learner steps (policy versions) of the run.
+    steps: int = 40
+    # Rollout worker processes.
+    rollout_workers: int = 1
+    # Torch threads over all processes (learner + workers): the learner gets what the workers leave.
+    num_threads: int = 2
+    # Torch threads of each rollout worker (rollout_workers * rollout_threads < num_threads).
+    rollout_threads: int = 1
+    # AdamW learning rate, weight decay and betas of the learner.
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    # Gradient-norm clip of each step (None: not clipped).
+    max_grad_norm: float | None = 1.0
+    # A checkpoint (model + learner state + prompt-stream position) every this many steps.
+    checkpoint_every: int = 10
+    # Steps at which the model is saved for the evaluation after the run (0: the input checkpoint;
+    # the last step is always added).
+    snapshot_steps: tuple[int, ...] = (0, 20)
+    # 2-thread speed-ups a_g, a_t of generation and training assumed by the speed model's
+    # two-thread sync reference (sync ~ g / a_g + t / a_t); METHOD.md's 1.6x limit on 2 cores.
+    speedup_generate: float = 1.25
+    speedup_train: float = 1.25
+    # Scheduling: eta, group size G, groups per step, sampling, the queue (ScheduleConfig).
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # The GRPO loss (GRPOConfig).
+    grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(correction="decoupled"))
+    # Evaluation of the snapshots on the test split after the run (EvalConfig; greedy).
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(modes=("slow",)))
+
+    def validate(self) -> list[str]:
+        from pangu_core.tasks.math_tasks import LEVELS
+
+        problems: list[str] = []
+        expect(problems, len(self.levels) > 0 and len(set(self.levels)) == len(self.levels)
+               and all(level in LEVELS for level in self.levels), "levels",
+               f"distinct levels from {list(LEVELS)}", list(self.levels))
+        for name, low in (("train_prompts", 1), ("test_per_level", 1), ("data_seed", 0), ("seed", 0),
+                          ("steps", 1), ("rollout_workers", 1), ("num_threads", 2), ("rollout_threads", 1),
+                          ("checkpoint_every", 1)):
+            expect(problems, getattr(self, name) >= low, name, f"an int >= {low}", getattr(self, name))
+        expect(problems, self.mode in self.eval.modes, "eval.modes", f"modes including the run's mode {self.mode!r}",
+               list(self.eval.modes))
+        expect(problems, 0.0 < self.test_share < 1.0, "test_share", "a number in (0, 1)", self.test_share)
+        if self.rollout_workers >= 1 and self.rollout_threads >= 1:
+            expect(problems, self.rollout_workers * self.rollout_threads < self.num_threads, "rollout_workers",
+                   f"rollout_workers * rollout_threads < num_threads={self.num_threads} (the learner needs a "
+                   "thread)", self.rollout_workers)
+        expect(problems, math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+               "a finite number > 0", self.learning_rate)
+        expect(problems, math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+               "a finite number >= 0", self.weight_decay)
+        expect(problems, all(0.0 <= b < 1.0 for b in self.betas), "betas", "two numbers in [0, 1)",
+               list(self.betas))
+        expect(problems, self.max_grad_norm is None or (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0),
+               "max_grad_norm", "None or a finite number > 0", self.max_grad_norm)
+        expect(problems, all(0 <= s <= self.steps for s in self.snapshot_steps), "snapshot_steps",
+               f"steps in [0, steps={self.steps}]", list(self.snapshot_steps))
+        for name in ("speedup_generate", "speedup_train"):
+            value = getattr(self, name)
+            expect(problems, math.isfinite(value) and value >= 1.0, name, "a finite number >= 1", value)
+        return problems
+
+    @property
+    def learner_threads(self) -> int:
+        """Torch threads of the learner process: what the rollout workers leave of num_threads."""
+        return self.num_threads - self.rollout_workers * self.rollout_threads
+
+    def snapshots(self) -> tuple[int, ...]:
+        """The snapshot steps, sorted, with the last step."""
+        return tuple(sorted(set(self.snapshot_steps) | {self.steps}))
+
+
+def builtin_config(name: str) -> Path:
+    """Path of a built-in rl YAML (``rl_default``, ``rl_quick``)."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("rl*.yaml"))
+        raise FileNotFoundError(f"config: no built-in {name!r}; known: {', '.join(known)}")
+    return path
