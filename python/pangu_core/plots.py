@@ -23,6 +23,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, path: str | Path) -> Path:
+    """Lays out, writes and closes ``figure``; returns the path."""
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def _levels(accuracy: Mapping[str, Mapping[str, float]], mode: str) -> list[str]:
     return sorted(accuracy.get(mode, {}), key=int)
 
@@ -70,11 +79,7 @@ def distill_figure(report: Mapping[str, Any], path: str | Path, mode: str = "slo
     right.set(xlabel="round", ylabel="share of selected prompts", ylim=(0, 1.02), title="selected levels")
     for axis in (left, middle, right):
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def ablation_figure(values: Mapping[str, Sequence[float]], seeds: Sequence[int], path: str | Path,
@@ -92,11 +97,7 @@ def ablation_figure(values: Mapping[str, Sequence[float]], seeds: Sequence[int],
     axis.set(ylabel=ylabel, title=title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def dual_pareto_figure(report: Mapping[str, Any], path: str | Path) -> Path:
@@ -136,6 +137,7 @@ def dual_pareto_figure(report: Mapping[str, Any], path: str | Path) -> Path:
     axis.set(xlabel="difficulty level", ylabel="share", ylim=(0, 1.02), title="fast share per level")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
+    return _save(plt, figure, path)
 
 
 def rl_figure(report: Mapping[str, Any], path: str | Path) -> Path:
@@ -166,8 +168,4 @@ def rl_figure(report: Mapping[str, Any], path: str | Path) -> Path:
     for row in axes:
         for axis in row:
             axis.grid(alpha=0.3)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)

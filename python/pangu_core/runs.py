@@ -77,19 +77,21 @@ def prepare_run_folder(out: Path, record: dict[str, Any], overwrite: bool, *, ru
     write_json(out / run_file, record)
 
 
-def load_model(folder: Path, threads: int):
-    """(model, tokenizer) of a transformers model folder, with torch at ``threads`` threads."""
+def load_model(folder: str | Path, threads: int | None = None):
+    """(model, tokenizer) of a transformers model folder, float32 on the CPU, with torch at ``threads``
+    threads (None: unchanged). The tokenizer must have a pad and an eos token."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pangu_core.distill.sft import _quiet_transformers_bars
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     with _quiet_transformers_bars():
-        model = AutoModelForCausalLM.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token_id is None:
-        raise ValueError(f"{folder}: the tokenizer has no pad token")
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError(f"{folder}: the tokenizer has no pad or no eos token")
     return model, tokenizer
 
 

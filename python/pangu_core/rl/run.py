@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pangu_core.rl.config import RLConfig
+from pangu_core.runs import load_model, prepare_run_folder, write_json
 
 RUN_FILE = "rl_run.json"
 STATE_FILE = "learner_state.safetensors"
@@ -44,30 +45,6 @@ RUN_FILES = ("checkpoint", "checkpoint.partial", "checkpoint.old", "snapshots", 
 
 def _say(line: str) -> None:
     print(f"pangu-core rl: {line}", file=sys.stderr, flush=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Writes JSON atomically (a reader never sees half a file)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
-
-
-def load_model(folder: str | Path, threads: int | None = None):
-    """A transformers causal LM and its tokenizer from ``folder`` (float32, on the CPU)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from pangu_core.distill.sft import _quiet_transformers_bars
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    with _quiet_transformers_bars():
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
-        raise ValueError(f"--init: the tokenizer in {str(folder)!r} has no pad or eos token")
-    return model, tokenizer
 
 
 def build_prompts(config: RLConfig, tokenizer) -> tuple[list, dict[int, int]]:
@@ -128,27 +105,9 @@ def make_rollout_worker(index: int, folder: str, seed: int) -> tuple[Any, Any, A
 
 
 def prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
-    """Readies OUT: new or empty is used; the same run is resumed; another needs --overwrite."""
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out: {str(out)!r} is a file, expected a directory")
-    entries = sorted(p.name for p in out.iterdir()) if out.exists() else []
-    if entries and overwrite:
-        for name in entries:
-            if name in RUN_FILES:
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-    elif entries:
-        if RUN_FILE not in entries:
-            raise FileExistsError(f"--out: {str(out)!r} is not empty and holds no rl run; give --overwrite or a new "
-                                  "--out")
-        previous = json.loads((out / RUN_FILE).read_text())
-        if previous != record:
-            changed = sorted(k for k in record if previous.get(k) != record[k])
-            raise FileExistsError(f"--out: {str(out)!r} holds a run with other settings ({', '.join(changed)}); "
-                                  "give --overwrite to replace it, or another --out")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / RUN_FILE, record)
+    """Readies OUT (see :func:`pangu_core.runs.prepare_run_folder`); --overwrite removes only the run's files."""
+    prepare_run_folder(out, record, overwrite, run_file=RUN_FILE, what="rl run", say=_say,
+                       owns=lambda name: name in RUN_FILES)
 
 
 def _save_folder(model, tokenizer, folder: Path, extra: Callable[[Path], None] | None = None) -> None:
@@ -214,7 +173,7 @@ def run_rl(config: RLConfig, out: str | os.PathLike[str], *, init: str | os.Path
     if state.get("step", 0) < config.steps:
         _train(config, out, init_path, state, segment, progress, shm_prefix, on_step)
     report = _evaluate_and_report(config, out, init_path, segment, progress)
-    _write_json(out / "report.json", report)
+    write_json(out / "report.json", report)
     if plot:
         from pangu_core.plots import rl_figure
 
@@ -337,7 +296,7 @@ def _evaluate_and_report(config: RLConfig, out: Path, init: Path, segment: Segme
             result = evaluate_model(model, tokenizer, test, config.eval, progress=progress)
             info = json.loads((folder / "snapshot.json").read_text()) if step else {"step": 0, "time_s": 0.0}
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_json(path, {"step": step, "time_s": info["time_s"], "accuracy": result["accuracy"],
+            write_json(path, {"step": step, "time_s": info["time_s"], "accuracy": result["accuracy"],
                                "tokens": result["tokens"], "count": result["count"]})
         accuracy.append(json.loads(path.read_text()))
     return build_report(config, str(init), segment.records, segment.segments, accuracy)
