@@ -134,6 +134,7 @@ def run_ablation(kind: str, config: DistillConfig, seeds: list[int], out: str | 
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"--seeds: expected distinct ints >= 0, got {seeds}")
     out = Path(out)
+    commit = _commit()  # the code the runs start with (the summary is written hours later)
     arms = selection_arms(config) if kind == "selection" else merging_arms(config)
     start = out / "start"
     if not (start / "eval.json").is_file():
@@ -145,7 +146,7 @@ def run_ablation(kind: str, config: DistillConfig, seeds: list[int], out: str | 
             print(f"pangu-core ablate: {kind}: arm {arm}, seed {seed}", file=sys.stderr, flush=True)
             reports[arm].append(run_distill(arm_config.replace(seed=seed), out / "runs" / arm / f"seed{seed}",
                                             init=start / "checkpoint", progress=progress, plot=False))
-    summary: dict[str, Any] = {"ablation": kind, "command": command, "commit": _commit(), "machine": machine_info(),
+    summary: dict[str, Any] = {"ablation": kind, "command": command, "commit": commit, "machine": machine_info(),
                                "seeds": seeds, "config": config.to_dict(), "arms": {}}
     if kind == "selection":
         values = {arm: [hard_accuracy(r) for r in runs] for arm, runs in reports.items()}
