@@ -72,3 +72,17 @@ def own_sandbox_runs(tmp_path, monkeypatch):
     yield runs
     assert sandboxed_processes() == []
     assert sorted(p.name for p in runs.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def start_folder(tmp_path_factory):
+    """A randomly initialised nano model with the character tokenizer, saved as a model folder (the
+    start checkpoint of the stage drivers' tests)."""
+    from pangu_core.tasks.model import tiny_pangu
+    from pangu_core.tasks.tokenizer import build_tokenizer
+
+    folder = tmp_path_factory.mktemp("start")
+    tokenizer = build_tokenizer()
+    tiny_pangu("nano", tokenizer, seed=0, max_position_embeddings=160).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

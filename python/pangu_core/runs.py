@@ -6,11 +6,15 @@
 * :func:`load_model`: a transformers model folder and its tokenizer, at a thread count;
 * :class:`VerifierHolder`: one MARS math verifier per run, started on first use;
 * :func:`train_resumable`: an SFT that saves its checkpoint at fifths of its steps and continues
-  from it when started again.
+  from it when started again;
+* :func:`builtin_yaml`, :func:`add_run_arguments`, :func:`chosen_config`: the built-in YAML files and
+  the arguments every driver takes (``--config | --quick``, ``--init``, ``--seed``, ``--out``,
+  ``--overwrite``, ``--no-progress``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -144,3 +148,31 @@ def loss_summary(losses: list[float]) -> dict[str, float]:
     """Mean loss of the first and the last tenth of the steps."""
     window = max(1, len(losses) // 10)
     return {"loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window}
+
+
+def builtin_yaml(config_dir: Path, name: str, family: str) -> Path:
+    """Path of the built-in ``config_dir/<name>.yaml``; FileNotFoundError lists the ``family*`` ones."""
+    path = config_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in config_dir.glob(f"{family}*.yaml"))
+        raise FileNotFoundError(f"config: no built-in {name!r}; known: {', '.join(known)}")
+    return path
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, default: str, quick: str, init: str, out: str) -> None:
+    """The arguments of a stage driver; the strings are the help texts of ``--config`` (the default
+    file), ``--quick``, ``--init`` and ``--out``. Command-specific ones are added by the caller."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--config", type=Path, help=f"YAML run config (default: the built-in {default})")
+    which.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--init", type=Path, help=init)
+    parser.add_argument("--seed", type=int, help="replace the config's seed")
+    parser.add_argument("--out", type=Path, required=True, help=out)
+    parser.add_argument("--overwrite", action="store_true", help="replace another run in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def chosen_config(args: argparse.Namespace, builtin: Callable[[str], Path], default: str, quick: str) -> tuple[Path, str]:
+    """(the YAML ``--config`` / ``--quick`` / the default names, how to name it in messages)."""
+    path = args.config or builtin(quick if args.quick else default)
+    return Path(path), str(args.config) if args.config else Path(path).name

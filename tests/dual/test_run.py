@@ -37,19 +37,6 @@ def small_config(**changes) -> DualConfig:
 
 
 @pytest.fixture(scope="module")
-def start_folder(tmp_path_factory) -> Path:
-    """A randomly initialised nano model with the character tokenizer, saved as a model folder."""
-    from pangu_core.tasks.model import tiny_pangu
-    from pangu_core.tasks.tokenizer import build_tokenizer
-
-    folder = tmp_path_factory.mktemp("start")
-    tokenizer = build_tokenizer()
-    tiny_pangu("nano", tokenizer, seed=0, max_position_embeddings=160).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def finished(tmp_path_factory, start_folder):
     """One finished run from --init (shared by the schema and resume tests)."""
     out = tmp_path_factory.mktemp("run") / "out"

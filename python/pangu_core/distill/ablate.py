@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pangu_core.distill.config import DistillConfig, builtin_config
+from pangu_core.runs import chosen_config
 
 ABLATIONS = ("selection", "merging")
 HARD_LEVELS = ("3", "4", "5")
@@ -198,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise ValueError(f"--seeds: expected comma-separated ints, got {args.seeds!r}") from None
-    path = args.config or builtin_config("distill_quick" if args.quick else "distill_ablate")
+    path, _ = chosen_config(args, builtin_config, "distill_ablate", "distill_quick")
     config = DistillConfig.from_yaml(path)
     command = "pangu-core ablate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else f"pangu-core ablate {args.ablation}"
     summary = run_ablation(args.ablation, config, seeds, args.out, progress=not args.no_progress, command=command)

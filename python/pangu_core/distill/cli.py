@@ -12,35 +12,29 @@ import json
 from pathlib import Path
 
 from pangu_core.distill.config import DistillConfig, builtin_config
+from pangu_core.runs import add_run_arguments, chosen_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `pangu-core distill`."""
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--config", type=Path, help="YAML run config (default: the built-in distill_default.yaml)")
-    which.add_argument("--quick", action="store_true", help="the built-in distill_quick.yaml (a few minutes)")
-    parser.add_argument("--init", type=Path, help="start checkpoint folder (default: trained by the config's "
-                                                  "warm_start)")
+    add_run_arguments(parser, default="distill_default.yaml", quick="the built-in distill_quick.yaml (a few minutes)",
+                      init="start checkpoint folder (default: trained by the config's warm_start)",
+                      out="run folder (new or empty; the same run there is resumed)")
     parser.add_argument("--data", type=Path, help="JSONL pool of math tasks with references (default: generated "
                                                   "tasks)")
     parser.add_argument("--teacher", type=Path, help="transformers teacher model folder (default: the "
                                                      "programmatic teacher)")
-    parser.add_argument("--seed", type=int, help="replace the config's seed")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (new or empty; the same run there "
-                                                                "is resumed)")
-    parser.add_argument("--overwrite", action="store_true", help="replace another run in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def load_config(args: argparse.Namespace) -> tuple[DistillConfig, str]:
     """The config the arguments name, with --teacher and --seed applied; and where it came from."""
-    path = args.config or builtin_config("distill_quick" if args.quick else "distill_default")
+    path, source = chosen_config(args, builtin_config, "distill_default", "distill_quick")
     config = DistillConfig.from_yaml(path)
     if getattr(args, "teacher", None) is not None:
         config = config.replace(teacher=config.teacher.replace(kind="transformers", path=str(args.teacher)))
     if getattr(args, "seed", None) is not None:
         config = config.replace(seed=args.seed)
-    return config, str(args.config) if args.config else path.name
+    return config, source
 
 
 def run(args: argparse.Namespace) -> int:

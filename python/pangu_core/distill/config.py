@@ -16,6 +16,7 @@ from pangu_core.distill.sft import SFTConfig
 from pangu_core.distill.sft_cli import SFTRunConfig
 from pangu_core.distill.teachers import TeacherConfig
 from pangu_core.evaluation import EvalConfig
+from pangu_core.runs import builtin_yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MERGE_METHODS = ("none", "task_arithmetic", "ties", "dare_linear", "dare_ties")
@@ -158,8 +159,4 @@ class DistillConfig(Config):
 
 def builtin_config(name: str) -> Path:
     """Path of a built-in distill YAML (``distill_default``, ``distill_quick``, ...)."""
-    path = CONFIG_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("distill*.yaml"))
-        raise FileNotFoundError(f"config: no built-in {name!r}; known: {', '.join(known)}")
-    return path
+    return builtin_yaml(CONFIG_DIR, name, "distill")

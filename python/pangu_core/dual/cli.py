@@ -12,29 +12,24 @@ import json
 from pathlib import Path
 
 from pangu_core.dual.config import DualConfig, builtin_config
+from pangu_core.runs import add_run_arguments, chosen_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `pangu-core dual`."""
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--config", type=Path, help="YAML run config (default: the built-in dual_default.yaml)")
-    which.add_argument("--quick", action="store_true", help="the built-in dual_quick.yaml (levels 1-3, short phases)")
-    parser.add_argument("--init", type=Path, help="start checkpoint folder, e.g. OUT/checkpoint of `pangu-core sft` "
-                                                  "(default: trained by the config's warm_start)")
-    parser.add_argument("--seed", type=int, help="replace the config's seed")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (new or empty; the same run there is "
-                                                                "resumed, finished phases skipped)")
-    parser.add_argument("--overwrite", action="store_true", help="replace another run in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_arguments(parser, default="dual_default.yaml", quick="the built-in dual_quick.yaml (levels 1-3, short phases)",
+                      init="start checkpoint folder, e.g. OUT/checkpoint of `pangu-core sft` (default: trained by "
+                           "the config's warm_start)",
+                      out="run folder (new or empty; the same run there is resumed, finished phases skipped)")
 
 
 def load_config(args: argparse.Namespace) -> tuple[DualConfig, str]:
     """The config the arguments name, with --seed applied; and where it came from."""
-    path = args.config or builtin_config("dual_quick" if args.quick else "dual_default")
+    path, source = chosen_config(args, builtin_config, "dual_default", "dual_quick")
     config = DualConfig.from_yaml(path)
     if getattr(args, "seed", None) is not None:
         config = config.replace(seed=args.seed)
-    return config, str(args.config) if args.config else path.name
+    return config, source
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from pangu_core.dual.fusion import FusionConfig
 from pangu_core.dual.self_repair import RepairConfig
 from pangu_core.evaluation import EvalConfig
 from pangu_core.tasks.math_tasks import LEVELS
+from pangu_core.runs import builtin_yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -166,8 +167,4 @@ class DualConfig(Config):
 
 def builtin_config(name: str) -> Path:
     """Path of a built-in dual YAML (``dual_default``, ``dual_quick``)."""
-    path = CONFIG_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("dual*.yaml"))
-        raise FileNotFoundError(f"config: no built-in {name!r}; known: {', '.join(known)}")
-    return path
+    return builtin_yaml(CONFIG_DIR, name, "dual")

@@ -13,27 +13,22 @@ import json
 from pathlib import Path
 
 from pangu_core.rl.config import RLConfig, builtin_config
+from pangu_core.runs import add_run_arguments, chosen_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `pangu-core rl`."""
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--config", type=Path, help="YAML run config (default: the built-in rl_default.yaml)")
-    which.add_argument("--quick", action="store_true", help="the built-in rl_quick.yaml (a couple of minutes)")
-    parser.add_argument("--init", type=Path, help="start checkpoint folder, e.g. OUT/checkpoint of `pangu-core sft` "
-                                                  "or OUT/round_<t>/merged of `pangu-core distill` (required)")
+    add_run_arguments(parser, default="rl_default.yaml", quick="the built-in rl_quick.yaml (a couple of minutes)",
+                      init="start checkpoint folder, e.g. OUT/checkpoint of `pangu-core sft` or "
+                           "OUT/round_<t>/merged of `pangu-core distill` (required)",
+                      out="run folder (new or empty; the same run there is resumed from its last checkpoint)")
     parser.add_argument("--eta", type=int, help="replace the staleness bound (0 synchronous, 1 one-step-off)")
     parser.add_argument("--fifo", action="store_true", help="the FIFO arm: equal priorities, no age boost")
-    parser.add_argument("--seed", type=int, help="replace the config's seed")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (new or empty; the same run there is "
-                                                                "resumed from its last checkpoint)")
-    parser.add_argument("--overwrite", action="store_true", help="replace another run in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def load_config(args: argparse.Namespace) -> tuple[RLConfig, str]:
     """The config the arguments name, with --eta, --fifo and --seed applied; and where it came from."""
-    path = args.config or builtin_config("rl_quick" if args.quick else "rl_default")
+    path, source = chosen_config(args, builtin_config, "rl_default", "rl_quick")
     config = RLConfig.from_yaml(path)
     schedule = config.schedule
     if args.eta is not None:
@@ -45,7 +40,7 @@ def load_config(args: argparse.Namespace) -> tuple[RLConfig, str]:
     config = config.replace(schedule=schedule)
     if args.seed is not None:
         config = config.replace(seed=args.seed)
-    return config, str(args.config) if args.config else path.name
+    return config, source
 
 
 def run(args: argparse.Namespace) -> int:

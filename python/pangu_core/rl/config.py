@@ -15,6 +15,7 @@ from pangu_core.config import Config, expect
 from pangu_core.evaluation import EvalConfig
 from pangu_core.rl.grpo import GRPOConfig
 from pangu_core.rl.scheduler import ScheduleConfig
+from pangu_core.runs import builtin_yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -112,8 +113,4 @@ class RLConfig(Config):
 
 def builtin_config(name: str) -> Path:
     """Path of a built-in rl YAML (``rl_default``, ``rl_quick``)."""
-    path = CONFIG_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("rl*.yaml"))
-        raise FileNotFoundError(f"config: no built-in {name!r}; known: {', '.join(known)}")
-    return path
+    return builtin_yaml(CONFIG_DIR, name, "rl")
