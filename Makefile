@@ -6,9 +6,11 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 BENCH_JSON ?= bench-results/all.json
+DEMO_OUT ?= runs/demo
+DEMO_ARGS ?=
 SANITIZE_TESTS ?= tests -m sanitize
 
-.PHONY: install test bench sanitize sanitize-address sanitize-thread clean
+.PHONY: install demo test bench sanitize sanitize-address sanitize-thread clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,11 @@ $(VENV)/.torch:
 
 install: $(VENV)/.torch
 	$(PY) -m pip install -q ".[test]"
+
+# The main job: the whole recipe (SFT, distillation with merging, RL, dual system) into $(DEMO_OUT);
+# started again, it resumes where it stopped. DEMO_ARGS="--seed 1" or "--quick" pass through.
+demo: install
+	$(VENV)/bin/pangu-core pipeline --out $(DEMO_OUT) $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -22,6 +22,7 @@ COMMANDS = {
     "dual": ("pangu_core.dual.cli", "dual system: explicit modes, mode labels, auto mode, Pareto evaluation"),
     "info": ("pangu_core.cli", "print how the C++ core was built and which devices exist"),
     "merge": ("pangu_core.merge.cli", "merge checkpoints from a YAML config (mergekit-style fields)"),
+    "pipeline": ("pangu_core.pipeline.cli", "the whole recipe: SFT, distillation, RL, dual system; one report"),
     "rl": ("pangu_core.rl.cli", "GRPO on the latency-tolerant scheduler from a checkpoint: report and curves"),
     "sft": ("pangu_core.distill.sft_cli", "train the tiny model on the default tasks and evaluate it"),
 }

@@ -5,6 +5,7 @@
 * :func:`ablation_figure`: an ablation (a final figure per arm and seed).
 * :func:`rl_figure`: a GRPO run (reward and greedy test accuracy against step and wall time).
 * :func:`dual_pareto_figure`: a dual-system run (accuracy against tokens per test mix, fast share per level).
+* :func:`pipeline_figure`: a pipeline run (accuracy per level after each stage, the final model's Pareto points).
 """
 
 from __future__ import annotations
@@ -168,4 +169,33 @@ def rl_figure(report: Mapping[str, Any], path: str | Path) -> Path:
     for row in axes:
         for axis in row:
             axis.grid(alpha=0.3)
+    return _save(plt, figure, path)
+
+
+def pipeline_figure(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Two panels of a pipeline run: slow (solid) and fast (dashed) accuracy per level after each stage,
+    and the final model's accuracy against tokens on the easy-heavy mix (slow, fast, auto, oracle)."""
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    stages = list(report["stages"])
+    levels = sorted(report["final"]["accuracy"]["slow"], key=int)
+    for i, level in enumerate(levels):
+        for mode, style in (("slow", "-"), ("fast", "--")):
+            values = [report["stages"][s]["accuracy"].get(mode, {}).get(level, float("nan")) for s in stages]
+            left.plot(range(len(stages)), values, style, marker="o", color=colours[i % len(colours)],
+                      label=f"level {level}" if mode == "slow" else None)
+    left.set_xticks(range(len(stages)), stages)
+    left.set(ylabel="greedy test accuracy", ylim=(-0.02, 1.02), title="after each stage (slow solid, fast dashed)")
+    left.legend(fontsize=8)
+    mix = report["final"]["pareto"].get("easy_heavy") or next(iter(report["final"]["pareto"].values()))
+    for i, (name, point) in enumerate(mix.items()):
+        right.plot(point["tokens"], point["accuracy"], "o", markersize=9, color=colours[i % len(colours)], label=name)
+    right.plot([mix["fast"]["tokens"], mix["slow"]["tokens"]], [mix["fast"]["accuracy"], mix["slow"]["accuracy"]], ":",
+               color="grey", label="random mix of fast and slow")
+    right.set(xlabel="mean tokens per answer", ylabel="accuracy", ylim=(-0.02, 1.02),
+              title="final model, easy-heavy mix")
+    right.legend(fontsize=8)
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
     return _save(plt, figure, path)

@@ -141,9 +141,7 @@ class DistillRun(VerifierHolder):
     def merged_folder(self, t: int) -> Path:
         if t == 0:
             return self.base_folder()
-        if self.config.merging.method == "none":
-            return self.round_dir(t) / "checkpoint"
-        return self.round_dir(t) / "merged"
+        return final_checkpoint(self.config.replace(rounds=t), self.out)
 
     # -- round 0 -------------------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
@@ -326,6 +324,13 @@ def prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
     """Readies OUT (see :func:`pangu_core.runs.prepare_run_folder`); --overwrite removes only the run's files."""
     prepare_run_folder(out, record, overwrite, run_file=RUN_FILE, what="distillation run", say=_say,
                        owns=lambda name: name.startswith("round_") or name.startswith("report."))
+
+
+def final_checkpoint(config: DistillConfig, out: str | os.PathLike[str]) -> Path:
+    """The model folder a finished run in ``out`` ends with: the last round's merged model (its
+    trained model when ``merging.method`` is none)."""
+    last = Path(out) / f"round_{config.rounds}"
+    return last / ("checkpoint" if config.merging.method == "none" else "merged")
 
 
 def run_distill(config: DistillConfig, out: str | os.PathLike[str], *, init: str | os.PathLike[str] | None = None,

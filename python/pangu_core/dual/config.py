@@ -117,7 +117,7 @@ class DualConfig(Config):
     # Labels of a fresh pool by the phase-1 model.
     labels: LabelConfig = field(default_factory=LabelConfig)
     # Phase 2: auto pairs with explicit replay (and self-repair pairs), from the phase-1 model.
-    phase2: PhaseConfig = field(default_factory=PhaseConfig)
+    phase2: PhaseConfig = field(default_factory=lambda: PhaseConfig(prompts=LabelConfig().pool_size))
     # Share of phase 2's prompts that also give a self-repair pair (0: none).
     repair_pair_share: float = 0.1
     # Evaluation of the start and final models on the test split (modes: slow, fast, auto).

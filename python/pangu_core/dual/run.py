@@ -219,7 +219,7 @@ class DualRun(VerifierHolder):
 
         def model():
             if not loaded:
-                loaded.extend(load_model(self.out / "phase2" / "checkpoint", config.num_threads))
+                loaded.extend(load_model(final_checkpoint(self.out), config.num_threads))
             return loaded
 
         main = self._cached("final", lambda: self._evaluate(*model(), self.test, config.eval, records=True))
@@ -248,6 +248,11 @@ def prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
     """Readies OUT (see :func:`pangu_core.runs.prepare_run_folder`); --overwrite removes only the run's files."""
     prepare_run_folder(out, record, overwrite, run_file=RUN_FILE, what="dual run", say=_say,
                        owns=lambda name: name in PHASES or name in ("report.json", "pareto.png"))
+
+
+def final_checkpoint(out: str | os.PathLike[str]) -> Path:
+    """The model folder of a finished run in ``out``: phase 2's checkpoint."""
+    return Path(out) / "phase2" / "checkpoint"
 
 
 def run_dual(config: DualConfig, out: str | os.PathLike[str], *, init: str | os.PathLike[str] | None = None,

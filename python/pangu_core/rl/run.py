@@ -141,6 +141,11 @@ class Segment:
         return self.elapsed_before + time.perf_counter() - self.started
 
 
+def final_checkpoint(config: RLConfig, out: str | os.PathLike[str]) -> Path:
+    """The model folder of a finished run in ``out``: the snapshot of its last step."""
+    return Path(out) / "snapshots" / f"step_{config.steps}"
+
+
 def run_rl(config: RLConfig, out: str | os.PathLike[str], *, init: str | os.PathLike[str], progress: bool = True,
            overwrite: bool = False, plot: bool = True, shm_prefix: str | None = None,
            on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:

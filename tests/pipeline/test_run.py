@@ -1,0 +1,153 @@
+"""The pipeline's run logic with the stages replaced by recorders: skip, rerun, resume, --from, the
+folder rules, the status display and the capture of the stages' output into the log."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from pangu_core.pipeline import run as pipeline_run
+from pangu_core.pipeline.config import builtin_config, load_config
+from pangu_core.pipeline.display import Display, capture_output, stage_fraction
+from pangu_core.runs import read_json
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Stages that record (name, overwrite) and write a file into their folder; no report is built."""
+    class Calls(list):
+        failing: set[str] = set()
+
+    made = Calls()
+    failing = made.failing = set()
+
+    def fake_stage(name, config, out, overwrite, display):
+        if name in failing:
+            failing.discard(name)
+            raise RuntimeError(f"{name} was interrupted")
+        made.append((name, overwrite))
+        (out / name).mkdir(exist_ok=True)
+        (out / name / "done").write_text(str(config.seed))
+        return {"stage": name}
+
+    monkeypatch.setattr(pipeline_run, "_run_stage", fake_stage)
+    monkeypatch.setattr(pipeline_run, "_stage_report", lambda out, name: {"stage": name, "loaded": True})
+    monkeypatch.setattr(pipeline_run, "_copy_model", lambda source, target: target.mkdir(exist_ok=True))
+    monkeypatch.setattr("pangu_core.pipeline.report.build_report", lambda config, out, reports, state: {"reports": reports})
+    monkeypatch.setattr("pangu_core.pipeline.report.write_outputs", lambda report, out: None)
+    return made
+
+
+@pytest.fixture
+def config():
+    return load_config(builtin_config("pipeline_quick"))
+
+
+def test_a_new_run_runs_every_stage_in_order(tmp_path, calls, config):
+    report = pipeline_run.run_pipeline(config, tmp_path / "run", progress=False)
+    assert calls == [("sft", False), ("distill", False), ("rl", False), ("dual", False)]
+    state = read_json(tmp_path / "run" / pipeline_run.STATE_FILE)
+    assert all(state["stages"][s]["finished"] for s in ("sft", "distill", "rl", "dual"))
+    assert report["reports"]["dual"] == {"stage": "dual"}
+
+
+def test_an_unchanged_run_skips_every_stage(tmp_path, calls, config):
+    pipeline_run.run_pipeline(config, tmp_path / "run", progress=False)
+    calls.clear()
+    report = pipeline_run.run_pipeline(config, tmp_path / "run", progress=False)
+    assert calls == []
+    assert all(report["reports"][s]["loaded"] for s in ("sft", "distill", "rl", "dual"))
+    assert "rl: done before, skipped" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_a_changed_stage_reruns_from_scratch_with_every_stage_after_it(tmp_path, calls, config):
+    pipeline_run.run_pipeline(config, tmp_path / "run", progress=False)
+    calls.clear()
+    pipeline_run.run_pipeline(config.replace(rl=config.rl.replace(steps=3)), tmp_path / "run", progress=False)
+    assert calls == [("rl", True), ("dual", True)]
+
+
+def test_from_reruns_a_stage_and_the_ones_after_it(tmp_path, calls, config):
+    pipeline_run.run_pipeline(config, tmp_path / "run", progress=False)
+    calls.clear()
+    pipeline_run.run_pipeline(config, tmp_path / "run", from_stage="distill", progress=False)
+    assert calls == [("distill", True), ("rl", True), ("dual", True)]
+    with pytest.raises(ValueError, match="--from: unknown stage 'eval'"):
+        pipeline_run.run_pipeline(config, tmp_path / "run", from_stage="eval", progress=False)
+
+
+def test_an_interrupted_stage_is_resumed_by_its_driver_and_the_finished_ones_skipped(tmp_path, calls, config):
+    calls.failing.add("rl")
+    with pytest.raises(RuntimeError, match="rl was interrupted"):
+        pipeline_run.run_pipeline(config, tmp_path / "run", progress=False)
+    state = read_json(tmp_path / "run" / pipeline_run.STATE_FILE)
+    assert state["stages"]["rl"]["finished"] is False and state["stages"]["distill"]["finished"] is True
+    calls.clear()
+    pipeline_run.run_pipeline(config, tmp_path / "run", progress=False)
+    # overwrite False: the RL driver continues from its own checkpoint
+    assert calls == [("rl", False), ("dual", False)]
+    assert read_json(tmp_path / "run" / pipeline_run.STATE_FILE)["stages"]["rl"]["resumed"] is True
+
+
+def test_the_folder_rules(tmp_path, calls, config):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="--out"):
+        pipeline_run.run_pipeline(config, tmp_path / "file", progress=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds no pipeline run"):
+        pipeline_run.run_pipeline(config, other, progress=False)
+    (other / "sft").mkdir()
+    pipeline_run.run_pipeline(config, other, progress=False, overwrite=True)
+    assert (other / "notes.txt").read_text() == "mine"       # --overwrite removes only the run's own files
+    assert calls[0] == ("sft", False)
+    with pytest.raises(TypeError, match="PipelineConfig"):
+        pipeline_run.run_pipeline(config.sft, tmp_path / "x")
+
+
+def test_stage_fractions_follow_the_drivers_log_lines():
+    assert stage_fraction("sft", "pangu-core sft: step 400/4000  loss 1.5", 0.0) == pytest.approx(0.095)
+    assert stage_fraction("distill", "pangu-core distill: round 2/3", 0.0) == pytest.approx(1 / 3)
+    assert stage_fraction("distill", "round 2: sft step 10/40", 0.4) == 0.4      # rounds not known yet
+    memory: dict = {}
+    stage_fraction("distill", "pangu-core distill: round 2/4", 0.0, memory)
+    assert stage_fraction("distill", "pangu-core distill: round 2: sft step 20/40  loss 1", 0.0, memory) == \
+        pytest.approx((1 + 0.25 + 0.65 * 0.5) / 4)
+    assert stage_fraction("rl", "pangu-core rl: step 20/40  reward 0.5", 0.0) == pytest.approx(0.425)
+    assert stage_fraction("dual", "pangu-core dual: labels", 0.1) == 0.4
+    assert stage_fraction("dual", "pangu-core dual: phase 2: sft step 450/900  loss 0.1", 0.4) == pytest.approx(0.625)
+    assert stage_fraction("dual", "a warning", 0.3) == 0.3
+
+
+def test_the_display_writes_stage_lines_and_an_eta_from_the_stage_shares():
+    now = [0.0]
+    stream = io.StringIO()
+    display = Display(["sft", "distill"], progress=True, stream=stream, clock=lambda: now[0])
+    display.start("sft")
+    assert display.eta() is None
+    now[0] = 50.0
+    display.log_line("pangu-core sft: step 500/1000  loss 0.3")
+    # half of sft (0.35 of 0.5 shares of total) took 50 s: the rest takes about 50 * (0.5 - 0.166) / 0.166
+    assert display.eta() == pytest.approx(50 * (0.5 - 0.35 * 0.475) / (0.35 * 0.475))
+    assert "step 500/1000" in display.status() and "00:50 elapsed" in display.status()
+    display.finish("sft", 100.0)
+    assert stream.getvalue().splitlines() == ["pipeline [1/2] sft: started", "pipeline [1/2] sft: finished in 01:40"]
+
+
+def test_capture_sends_python_child_process_and_fd_output_to_the_log(tmp_path):
+    stream = io.StringIO()
+    display = Display(["sft"], progress=False, stream=stream)
+    display.start("sft")
+    with capture_output(tmp_path / "log.txt", display):
+        print("pangu-core sft: step 3/10  loss 1", file=sys.stderr)
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('from a child\\n')"], check=True)
+    log = (tmp_path / "log.txt").read_text()
+    assert "step 3/10" in log and "from a child" in log
+    assert display.fraction == pytest.approx(0.95 * 0.3)
+    assert "step 3/10" not in stream.getvalue()
+    print("after", file=sys.stderr)
+    assert "after" not in (tmp_path / "log.txt").read_text()
