@@ -173,8 +173,8 @@ def rl_figure(report: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def pipeline_figure(report: Mapping[str, Any], path: str | Path) -> Path:
-    """Two panels of a pipeline run: slow (solid) and fast (dashed) accuracy per level after each stage,
-    and the final model's accuracy against tokens on the easy-heavy mix (slow, fast, auto, oracle)."""
+    """Two panels of a pipeline run: slow (solid) and fast (dashed) accuracy per level after each stage
+    (the final model's auto accuracy as stars), and the final model's accuracy against tokens on the easy-heavy mix (slow, fast, auto, oracle)."""
     plt = _pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -185,8 +185,12 @@ def pipeline_figure(report: Mapping[str, Any], path: str | Path) -> Path:
             values = [report["stages"][s]["accuracy"].get(mode, {}).get(level, float("nan")) for s in stages]
             left.plot(range(len(stages)), values, style, marker="o", color=colours[i % len(colours)],
                       label=f"level {level}" if mode == "slow" else None)
+        auto = report["final"]["accuracy"].get("auto", {}).get(level)
+        if auto is not None:
+            left.plot([len(stages) - 1], [auto], "*", markersize=12, color=colours[i % len(colours)])
     left.set_xticks(range(len(stages)), stages)
-    left.set(ylabel="greedy test accuracy", ylim=(-0.02, 1.02), title="after each stage (slow solid, fast dashed)")
+    left.set(ylabel="greedy test accuracy", ylim=(-0.02, 1.02),
+             title="after each stage (slow solid, fast dashed, auto *)")
     left.legend(fontsize=8)
     mix = report["final"]["pareto"].get("easy_heavy") or next(iter(report["final"]["pareto"].values()))
     for i, (name, point) in enumerate(mix.items()):

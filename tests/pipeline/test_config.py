@@ -24,9 +24,13 @@ def test_shipped_configs_load_agree_on_the_split_and_round_trip():
         splits = {(tuple(getattr(config, s).levels), getattr(config, s).test_per_level) for s in ("sft", "distill", "rl", "dual")}
         assert len(splits) == 1
     default = load_config(builtin_config("pipeline_default"))
-    # a section with only a base is that stage's built-in config
-    assert default.distill == DistillConfig.from_yaml(distill_builtin("distill_default"))
     assert default.rl.test_per_level == 100 and default.rl.eval.modes == ("slow", "fast")
+
+
+def test_a_section_with_only_a_base_is_that_built_in_and_a_missing_one_the_default_pipelines(tmp_path):
+    config = load_config(write(tmp_path, "distill:\n  base: distill_default\n"))
+    assert config.distill == DistillConfig.from_yaml(distill_builtin("distill_default"))
+    assert config.rl == load_config(builtin_config("pipeline_default")).rl
 
 
 def test_a_section_changes_only_the_fields_it_lists(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from pangu_core.pipeline import run as pipeline_run
 from pangu_core.pipeline.config import builtin_config, load_config
-from pangu_core.pipeline.display import Display, capture_output, stage_fraction
+from pangu_core.pipeline.display import STAGE_SHARES, Display, capture_output, stage_fraction
 from pangu_core.runs import read_json
 
 
@@ -131,8 +131,9 @@ def test_the_display_writes_stage_lines_and_an_eta_from_the_stage_shares():
     assert display.eta() is None
     now[0] = 50.0
     display.log_line("pangu-core sft: step 500/1000  loss 0.3")
-    # half of sft (0.35 of 0.5 shares of total) took 50 s: the rest takes about 50 * (0.5 - 0.166) / 0.166
-    assert display.eta() == pytest.approx(50 * (0.5 - 0.35 * 0.475) / (0.35 * 0.475))
+    # 0.475 of sft's share took 50 s: the rest of both stages' shares takes proportionally longer
+    total, done = STAGE_SHARES["sft"] + STAGE_SHARES["distill"], STAGE_SHARES["sft"] * 0.475
+    assert display.eta() == pytest.approx(50 * (total - done) / done)
     assert "step 500/1000" in display.status() and "00:50 elapsed" in display.status()
     display.finish("sft", 100.0)
     assert stream.getvalue().splitlines() == ["pipeline [1/2] sft: started", "pipeline [1/2] sft: finished in 01:40"]

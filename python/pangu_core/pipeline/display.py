@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 # A stage's share of the default pipeline's time (2 cores), used only to turn stage fractions into an ETA.
-STAGE_SHARES = {"sft": 0.35, "distill": 0.15, "rl": 0.2, "dual": 0.3}
+STAGE_SHARES = {"sft": 0.64, "distill": 0.11, "rl": 0.06, "dual": 0.19}
 _DUAL_PHASES = {"phase1": 0.02, "labels": 0.4, "phase2": 0.5, "eval": 0.75}
 _STEP = re.compile(r"step (\d+)/(\d+)")
 _ROUND = re.compile(r"round (\d+)/(\d+)")
