@@ -88,3 +88,11 @@ def test_a_stage_hash_changes_with_its_config_and_every_stage_before_it():
     assert [rl[s] == before[s] for s in ("sft", "distill", "rl", "dual")] == [True, True, False, False]
     seeded = stage_hashes(config.replace(seed=1))
     assert all(seeded[s] != before[s] for s in before)
+
+
+def test_a_section_without_base_changes_the_default_pipelines_section(tmp_path):
+    config = load_config(write(tmp_path, "rl:\n  steps: 80\n"))
+    default = load_config(builtin_config("pipeline_default"))
+    assert config.rl == default.rl.replace(steps=80)
+    assert config.rl.eval.modes == ("slow", "fast")         # kept from the default pipeline's section
+    assert config.replace(rl=default.rl) == default

@@ -52,8 +52,10 @@ def test_the_report_has_every_stage_and_the_final_figures(quick):
         assert set(target) == {"value", "target", "met"} and target["met"] in (True, False)
     assert report["config"] == load_config(builtin_config("pipeline_quick")).to_dict()
     assert report["machine"]["cores"] >= 1 and report["seed"] == 0
-    # the final model's slow accuracy is the dual stage's: one evaluation, reported once
-    assert report["stages"]["dual"]["accuracy"] == final["accuracy"]
+    # the final figures are the dual run's evaluation of its final model, the RL stage's its last snapshot's
+    dual = read_json(quick / "dual" / "report.json")
+    assert final["accuracy"] == dual["final"]["accuracy"] and final["fast_share"] == dual["final"]["fast_share"]
+    assert report["stages"]["rl"]["accuracy"] == read_json(quick / "rl" / "eval" / "step_4.json")["accuracy"]
 
 
 def test_the_page_and_the_pictures_are_written(quick):

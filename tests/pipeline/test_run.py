@@ -4,7 +4,9 @@ folder rules, the status display and the capture of the stages' output into the 
 from __future__ import annotations
 
 import io
+import os
 import subprocess
+import textwrap
 import sys
 
 import pytest
@@ -24,7 +26,7 @@ def calls(monkeypatch):
     made = Calls()
     failing = made.failing = set()
 
-    def fake_stage(name, config, out, overwrite, display):
+    def fake_stage(name, config, out, overwrite):
         if name in failing:
             failing.discard(name)
             raise RuntimeError(f"{name} was interrupted")
@@ -92,6 +94,41 @@ def test_an_interrupted_stage_is_resumed_by_its_driver_and_the_finished_ones_ski
     assert read_json(tmp_path / "run" / pipeline_run.STATE_FILE)["stages"]["rl"]["resumed"] is True
 
 
+def test_an_interrupted_stage_starts_over_when_a_stage_ahead_of_it_is_rebuilt(tmp_path, calls, config):
+    calls.failing.add("rl")
+    with pytest.raises(RuntimeError):
+        pipeline_run.run_pipeline(config, tmp_path / "run", progress=False)
+    calls.failing.add("sft")
+    with pytest.raises(RuntimeError):
+        pipeline_run.run_pipeline(config, tmp_path / "run", from_stage="sft", progress=False)
+    calls.clear()
+    pipeline_run.run_pipeline(config, tmp_path / "run", progress=False)
+    # SFT resumes its own interrupted rerun; distill and the unfinished RL start over on its new model
+    assert calls == [("sft", False), ("distill", True), ("rl", True), ("dual", False)]
+
+
+def test_an_error_reaches_the_log_and_stderr_is_restored(tmp_path, calls, config):
+    saved = sys.stderr
+    calls.failing.add("distill")
+    with pytest.raises(RuntimeError, match="distill was interrupted"):
+        pipeline_run.run_pipeline(config, tmp_path / "run", progress=False)
+    assert sys.stderr is saved
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "Traceback" in log and "RuntimeError: distill was interrupted" in log
+    os.write(2, b"written after the run\n")
+    assert "written after the run" not in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_a_finished_sft_not_yet_recorded_is_taken_as_it_is(tmp_path, config):
+    from pangu_core.distill.sft_cli import RUN_CONFIG_FILE
+
+    folder = tmp_path / "run" / "sft"
+    folder.mkdir(parents=True)
+    config.stage("sft").to_yaml(folder / RUN_CONFIG_FILE)
+    (folder / "eval.json").write_text('{"accuracy": {"slow": {"1": 0.5}}}')
+    assert pipeline_run._run_stage("sft", config, tmp_path / "run", False) == {"accuracy": {"slow": {"1": 0.5}}}
+
+
 def test_the_folder_rules(tmp_path, calls, config):
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="--out"):
@@ -152,3 +189,27 @@ def test_capture_sends_python_child_process_and_fd_output_to_the_log(tmp_path):
     assert "step 3/10" not in stream.getvalue()
     print("after", file=sys.stderr)
     assert "after" not in (tmp_path / "log.txt").read_text()
+
+
+def test_on_a_real_stderr_the_status_stays_on_the_terminal_and_the_stage_output_in_the_log(tmp_path):
+    # A child process whose stderr (fd 2) is a pipe: the display must keep writing there while fd 2
+    # points at the log, and the stages' lines must go to the log only.
+    script = textwrap.dedent(f"""
+        import subprocess, sys
+        from pangu_core.pipeline.display import Display, capture_output
+        display = Display(["sft"], progress=True)
+        display.start("sft")
+        with capture_output({str(tmp_path / "log.txt")!r}, display):
+            print("pangu-core sft: step 5/10  loss 1", file=sys.stderr)
+            subprocess.run([sys.executable, "-c", "import os; os.write(2, b'child says hi' + bytes([10]))"], check=True)
+            display.finish("sft", 61.0)
+        print("back on the terminal", file=sys.stderr)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    terminal, log = done.stderr, (tmp_path / "log.txt").read_text()
+    assert "pipeline [1/1] sft: started" in terminal and "sft: finished in 01:01" in terminal
+    assert "back on the terminal" in terminal
+    assert "step 5/10" not in terminal and "child says hi" not in terminal
+    assert "step 5/10" in log and "child says hi" in log and "sft: finished in 01:01" in log
+    assert "pipeline [1/1] sft: started" not in log       # started before the capture began

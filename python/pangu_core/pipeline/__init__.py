@@ -2,7 +2,7 @@
 
 :mod:`.config` (:class:`~.config.PipelineConfig`: one config per stage and a seed), :mod:`.run`
 (:func:`~.run.run_pipeline`: SFT -> distillation with merging -> RL -> dual system, each stage
-skipped when its output exists with the same config hash), :mod:`.display` (one status line, the
+skipped when it finished before with the same config hash), :mod:`.display` (one status line, the
 stages' output in ``OUT/log.txt``) and :mod:`.report` (``report.json``, ``report.md``, the plots).
 
 Names are re-exported here and imported on first use, so ``import pangu_core.pipeline`` stays light.

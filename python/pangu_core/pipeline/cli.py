@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> tuple[PipelineConfig, str]:
     """The config the arguments name, with --seed applied; and how to name it."""
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed: expected an int >= 0, got {args.seed}")
     path = args.config or builtin_config("pipeline_quick" if args.quick else "pipeline_default")
     config = load_config(path)
     if args.seed is not None:

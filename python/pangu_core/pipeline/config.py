@@ -9,8 +9,9 @@ YAML file and change a few fields::
       base: sft_default          # a built-in name, or a YAML path (relative to this file)
       trainer: {max_steps: 3000} # mappings are merged key by key; other values replace the base's
 
-A stage section the file leaves out is the one of the built-in ``pipeline_default.yaml``. Every
-stage is evaluated on one test split, so the stages must agree on ``levels``,
+A section without ``base`` (or left out) changes the built-in ``pipeline_default.yaml``'s section
+for its stage, so ``rl: {steps: 80}`` is the default pipeline with 80 RL steps. Every stage is
+evaluated on one test split, so the stages must agree on ``levels``,
 ``test_per_level``, ``test_share`` and ``data_seed``; a disagreement is a config error naming the
 stage and the field.
 """
@@ -95,11 +96,19 @@ def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _section(stage: str, section: Any, folder: Path, problems: list[str]) -> Any:
-    """A stage section with its ``base`` read and the section's own keys merged over it."""
-    if not isinstance(section, Mapping) or "base" not in section:
+def _section(stage: str, section: Any, folder: Path, problems: list[str], defaults: bool = True) -> Any:
+    """A stage section with its ``base`` read and the section's own keys merged over it; a section
+    without ``base`` is merged over the default pipeline's section for the stage (``defaults``)."""
+    if not isinstance(section, Mapping):
         return section
     changes = {key: value for key, value in section.items() if key != "base"}
+    if "base" not in section:
+        if not defaults:
+            problems.append(f"{stage}.base: the built-in pipeline_default.yaml must name a base for every stage")
+            return changes
+        default = builtin_config("pipeline_default")
+        data, _ = load_yaml(default)
+        return _merge(_section(stage, data[stage], default.parent, problems, defaults=False), changes)
     base = section["base"]
     if not isinstance(base, str) or not base:
         problems.append(f"{stage}.base: expected a built-in config name or a YAML path, got {base!r}")
@@ -126,10 +135,7 @@ def load_config(path: str | Path) -> PipelineConfig:
     if not isinstance(data, Mapping):
         raise ConfigError("PipelineConfig", [f"{path}: expected a mapping of PipelineConfig fields"])
     problems: list[str] = []
-    if any(stage not in data for stage in STAGES):
-        default = builtin_config("pipeline_default")
-        defaults, _ = load_yaml(default)
-        data = {**{stage: defaults[stage] for stage in STAGES if stage not in data}, **data}
+    data = {**{stage: {} for stage in STAGES}, **data}
     resolved = {key: _section(key, value, path.parent, problems) if key in STAGES else value
                 for key, value in data.items()}
     if problems:

@@ -2,7 +2,8 @@
 
 :func:`capture_output` sends the process's stderr (the ``sys.stderr`` object and file descriptor 2,
 so worker processes and C code are caught too) to ``OUT/log.txt`` while the stages run, and feeds
-each line written there to a :class:`Display`. The display reads the stage drivers' own log lines
+each line written through ``sys.stderr`` to a :class:`Display` (what child processes write reaches
+the log only). The display reads the stage drivers' own log lines
 (``step 400/4000``, ``round 2/3``, ``phase2``) into a fraction of the stage done and shows, on the
 terminal it was given, one line: stage, its latest step, elapsed time and an ETA. On a terminal
 that line is redrawn in place; elsewhere (a CI log, a pipe) a line is printed per stage and at most
@@ -18,6 +19,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -73,7 +75,7 @@ def _clock(seconds: float) -> str:
 
 
 class Display:
-    """The status of a pipeline run on one terminal line; thread-safe (the log tailer feeds it)."""
+    """The status of a pipeline run on one terminal line; thread-safe (any thread's stderr lines feed it)."""
 
     def __init__(self, stages: Sequence[str], progress: bool = True, stream: TextIO | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -89,12 +91,15 @@ class Display:
         self.skipped_share = 0.0    # shares skipped by this invocation (not counted in its speed)
         self.last_status = clock()
         self.memory: dict = {}
+        self.resumed = False
         self.echo: TextIO | None = None   # the log, while capture_output runs: stage lines go there too
 
     # -- what the pipeline tells it ----------------------------------------------------------------------
-    def start(self, stage: str, skipped: bool = False) -> None:
+    def start(self, stage: str, skipped: bool = False, resumed: bool = False) -> None:
+        """Stage ``stage`` begins (``skipped``: done before; ``resumed``: an earlier run did part of it)."""
         with self.lock:
             self.stage, self.fraction, self.message, self.memory = stage, 0.0, "", {}
+            self.resumed = resumed
             index = self.stages.index(stage) + 1
             if skipped:
                 self.done_share += STAGE_SHARES.get(stage, 0.0)
@@ -116,6 +121,10 @@ class Display:
             if self.stage is None or not line.strip():
                 return
             self.fraction = max(self.fraction, stage_fraction(self.stage, line, self.fraction, self.memory))
+            if self.resumed and self.fraction > 0:
+                # a resumed stage's first progress line tells how much an earlier run did: not this one's speed
+                self.resumed = False
+                self.skipped_share += STAGE_SHARES.get(self.stage, 0.0) * self.fraction
             self.message = line.split(": ", 1)[-1].strip()[:60]
             self._status()
 
@@ -178,6 +187,13 @@ class _LineTee(io.TextIOBase):
     def flush(self) -> None:
         self.log.flush()
 
+    def fileno(self) -> int:
+        return self.log.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self.log.encoding
+
 
 @contextlib.contextmanager
 def capture_output(log_path: str | Path, display: Display) -> Iterator[None]:
@@ -185,7 +201,7 @@ def capture_output(log_path: str | Path, display: Display) -> Iterator[None]:
 
     ``sys.stderr`` is replaced by a stream that writes the log and tells the display; file
     descriptor 2 is pointed at the log, so child processes and C code write there too. Both are
-    restored on every exit path.
+    restored on every exit path; an exception leaving the block has its traceback written to the log.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -200,6 +216,9 @@ def capture_output(log_path: str | Path, display: Display) -> Iterator[None]:
     try:
         with contextlib.redirect_stderr(_LineTee(log, display.log_line)):
             yield
+    except BaseException:
+        traceback.print_exc(file=log)
+        raise
     finally:
         sys.stderr.flush()
         display.echo = None

@@ -115,11 +115,13 @@ def _levels(report: Mapping[str, Any]) -> list[str]:
 
 
 def summary_rows(report: Mapping[str, Any]) -> list[list[str]]:
-    """The summary table: per stage and mode, accuracy per level, mean tokens and the stage's time."""
+    """The summary table: per stage and mode, accuracy per level and mean tokens; the stage's minutes
+    on its first row."""
     levels = _levels(report)
     rows = [["stage", "mode", *[f"L{lv}" for lv in levels], "tokens", "minutes"]]
     for name in STAGES:
         stage = report["stages"][name]
+        first = True
         for mode in MODES:
             if mode not in stage["accuracy"]:
                 continue
@@ -127,7 +129,8 @@ def summary_rows(report: Mapping[str, Any]) -> list[list[str]]:
             mean_tokens = sum(tokens.values()) / len(tokens)
             seconds = stage["seconds"]
             rows.append([name, mode, *_cells(stage["accuracy"][mode], levels), f"{mean_tokens:.1f}",
-                         f"{seconds / 60:.1f}" if seconds is not None and mode == "slow" else ""])
+                         f"{seconds / 60:.1f}" if seconds is not None and first else ""])
+            first = False
     return rows
 
 
@@ -145,14 +148,16 @@ def text_table(rows: list[list[str]]) -> str:
 
 
 def _added(report: Mapping[str, Any]) -> list[str]:
-    """One sentence per stage: what it changed in slow accuracy (mean over levels) and tokens."""
+    """One sentence per stage: what it changed in slow accuracy (mean over levels); stages evaluated
+    without slow mode are left out."""
     lines, previous = [], None
     for name in STAGES:
-        stage = report["stages"][name]
-        slow = stage["accuracy"]["slow"]
+        slow = report["stages"][name]["accuracy"].get("slow")
+        if not slow:
+            continue
         mean = sum(slow.values()) / len(slow)
         if previous is None:
-            lines.append(f"- **sft**: slow accuracy {mean:.3f} (mean over levels) from a new model.")
+            lines.append(f"- **{name}**: slow accuracy {mean:.3f} (mean over levels).")
         else:
             lines.append(f"- **{name}**: slow accuracy {previous:.3f} -> {mean:.3f} ({mean - previous:+.3f}).")
         previous = mean
@@ -162,9 +167,10 @@ def _added(report: Mapping[str, Any]) -> list[str]:
                  f"{easy['auto']['tokens']:.1f} tokens against slow mode's {easy['slow']['tokens']:.1f} (accuracy "
                  f"{easy['auto']['accuracy']:.3f} against {easy['slow']['accuracy']:.3f}).")
     rl = report["stages"]["rl"]
-    lines.append(f"- RL ran at eta {rl['eta']}: {rl['throughput']['groups_per_s']:.2f} groups/s, largest lag consumed "
-                 f"{rl['max_lag_consumed']}, reward {rl['reward_first']:.3f} -> {rl['reward_last']:.3f} over "
-                 f"{rl['steps']} steps.")
+    rewards = "" if rl["reward_first"] is None else \
+        f", batch reward {rl['reward_first']:.3f} at the first step and {rl['reward_last']:.3f} at the last"
+    lines.append(f"- RL ran {rl['steps']} steps at eta {rl['eta']}: {rl['throughput']['groups_per_s']:.2f} groups/s, "
+                 f"largest lag consumed {rl['max_lag_consumed']}{rewards}.")
     return lines
 
 
