@@ -52,6 +52,8 @@ def test_the_report_has_every_stage_and_the_final_figures(quick):
         assert set(target) == {"value", "target", "met"} and target["met"] in (True, False)
     assert report["config"] == load_config(builtin_config("pipeline_quick")).to_dict()
     assert report["machine"]["cores"] >= 1 and report["seed"] == 0
+    assert len(report["commits"]) == 1     # the tests run in a checkout: its commit, once
+    assert report["commits"][0] is None or len(report["commits"][0].split("+")[0]) == 40
     # the final figures are the dual run's evaluation of its final model, the RL stage's its last snapshot's
     dual = read_json(quick / "dual" / "report.json")
     assert final["accuracy"] == dual["final"]["accuracy"] and final["fast_share"] == dual["final"]["fast_share"]

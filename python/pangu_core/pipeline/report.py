@@ -19,14 +19,24 @@ from pangu_core.runs import read_json, write_json
 MODES = ("slow", "fast", "auto")
 
 
-def _commit() -> str | None:
-    """The git commit of the source tree the package runs from, where there is one."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+def source_commit() -> str | None:
+    """The git commit of the pangu_core checkout the package runs from (an editable install) or, for an
+    installed wheel, of the working directory when it is a pangu_core checkout (``make demo`` runs in
+    the clone); with "+changes" when tracked files differ from it. None when neither is one."""
+    def git(where: Path, *args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    for where in (Path(__file__).parent, Path.cwd()):
+        top = git(where, "rev-parse", "--show-toplevel")
+        if top and (Path(top) / "python" / "pangu_core" / "_version.py").is_file():
+            commit = git(where, "rev-parse", "HEAD")
+            if commit:
+                return commit + ("+changes" if git(where, "status", "--porcelain", "--untracked-files=no") else "")
+    return None
 
 
 def _table(result: Mapping[str, Any], *names: str) -> dict[str, Any]:
@@ -93,7 +103,8 @@ def build_report(config: PipelineConfig, out: Path, reports: Mapping[str, Any], 
     pareto = {mix: {name: {k: summary[name][k] for k in ("accuracy", "tokens", "fast_share")}
                     for name in ("slow", "fast", "auto", "oracle")} for mix, summary in dual["mixes"].items()}
     return {
-        "config": config.to_dict(), "seed": config.seed, "machine": machine_info(), "commit": _commit(),
+        # commits: the source of every invocation that worked on the run (one, unless it was resumed on another)
+        "config": config.to_dict(), "seed": config.seed, "machine": machine_info(), "commits": state.get("commits", []),
         "stages": stages,
         "final": {**final, "mixes": dual["mixes"], "pareto": pareto, "sweep": dual["sweep"], "stress": dual["stress"],
                   "dual_targets": dual["targets"], "model": str(out / "model")},
@@ -190,7 +201,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     return "\n".join([
         f"# Pipeline report (seed {report['seed']})",
         "",
-        f"{report['seconds'] / 60:.1f} minutes of stage time; commit `{report['commit'] or 'unknown'}`; "
+        f"{report['seconds'] / 60:.1f} minutes of stage time; commit "
+        f"{', '.join(f'`{c}`' for c in report['commits'] if c) or 'unknown'}; "
         f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores. The final model is `{final['model']}`.",
         "",
         "## What each stage added",

@@ -159,6 +159,11 @@ def run_pipeline(config: PipelineConfig, out: str | os.PathLike[str], *, from_st
         raise ValueError(f"--from: unknown stage {from_stage!r}; known: {', '.join(STAGES)}")
     out = Path(out)
     state = _prepare(out, config, overwrite)
+    from pangu_core.pipeline.report import source_commit
+
+    commit = source_commit()
+    if commit not in state.setdefault("commits", []):
+        state["commits"].append(commit)
     write_json(out / STATE_FILE, state)
     hashes = stage_hashes(config)
     forced = set(STAGES[STAGES.index(from_stage):]) if from_stage else set()
