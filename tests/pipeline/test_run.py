@@ -213,3 +213,14 @@ def test_on_a_real_stderr_the_status_stays_on_the_terminal_and_the_stage_output_
     assert "step 5/10" not in terminal and "child says hi" not in terminal
     assert "step 5/10" in log and "child says hi" in log and "sft: finished in 01:01" in log
     assert "pipeline [1/1] sft: started" not in log       # started before the capture began
+
+
+def test_the_command_names_a_bad_seed_or_stage_in_one_line(tmp_path, capsys):
+    from pangu_core.cli import main
+
+    assert main(["pipeline", "--quick", "--seed", "-1", "--out", str(tmp_path / "run")]) == 2
+    assert "pangu-core pipeline: error: --seed: expected an int >= 0, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--from", "eval", "--out", str(tmp_path / "run")])
+    assert "invalid choice: 'eval'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
