@@ -92,6 +92,34 @@ class MergingConfig(Config):
         return problems
 
 
+def level_problems(problems: list[str], name: str, levels: tuple[int, ...]) -> None:
+    """Appends a problem unless ``levels`` are distinct task levels (at least one)."""
+    from pangu_core.tasks.math_tasks import LEVELS
+
+    expect(problems, len(levels) > 0 and len(set(levels)) == len(levels) and all(lv in LEVELS for lv in levels),
+           name, f"distinct levels from {list(LEVELS)}", list(levels))
+
+
+def run_problems(config) -> list[str]:
+    """Problems with the fields a stage run with a warm start has (DistillConfig, DualConfig): levels,
+    test_per_level, test_share, data_seed, seed, num_threads, and warm_start's levels."""
+    problems: list[str] = []
+    level_problems(problems, "levels", config.levels)
+    for name, low in (("test_per_level", 1), ("data_seed", 0), ("seed", 0), ("num_threads", 1)):
+        expect(problems, getattr(config, name) >= low, name, f"an int >= {low}", getattr(config, name))
+    expect(problems, 0.0 < config.test_share < 1.0, "test_share", "a number in (0, 1)", config.test_share)
+    expect(problems, tuple(config.warm_start.levels) == tuple(config.levels), "warm_start.levels",
+           f"the run's levels {list(config.levels)}", list(config.warm_start.levels))
+    return problems
+
+
+def warm_start_for(config, eval_config: EvalConfig) -> SFTRunConfig:
+    """``config.warm_start`` with the run's test split and threads and ``eval_config``, one process."""
+    return config.warm_start.replace(test_per_level=config.test_per_level, test_share=config.test_share,
+                                     data_seed=config.data_seed, eval=eval_config, num_threads=config.num_threads,
+                                     num_processes=1)
+
+
 @dataclass(frozen=True)
 class DistillConfig(Config):
     """One `pangu-core distill` run."""
@@ -128,18 +156,9 @@ class DistillConfig(Config):
     warm_start: SFTRunConfig = field(default_factory=SFTRunConfig)
 
     def validate(self) -> list[str]:
-        from pangu_core.tasks.math_tasks import LEVELS
-
-        problems: list[str] = []
-        for name, low in (("rounds", 1), ("test_per_level", 1), ("data_seed", 0), ("seed", 0),
-                          ("num_threads", 1), ("tokens_per_round", 1)):
+        problems = run_problems(self)
+        for name, low in (("rounds", 1), ("tokens_per_round", 1)):
             expect(problems, getattr(self, name) >= low, name, f"an int >= {low}", getattr(self, name))
-        expect(problems, len(self.levels) > 0 and len(set(self.levels)) == len(self.levels)
-               and all(level in LEVELS for level in self.levels), "levels",
-               f"distinct levels from {list(LEVELS)}", list(self.levels))
-        expect(problems, 0.0 < self.test_share < 1.0, "test_share", "a number in (0, 1)", self.test_share)
-        expect(problems, tuple(self.warm_start.levels) == tuple(self.levels), "warm_start.levels",
-               f"the run's levels {list(self.levels)}", list(self.warm_start.levels))
         for i, levels in enumerate(self.selection.fixed_levels):
             expect(problems, all(level in self.levels for level in levels), f"selection.fixed_levels[{i}]",
                    f"levels of this run ({list(self.levels)})", list(levels))
@@ -147,9 +166,7 @@ class DistillConfig(Config):
 
     def warm_start_config(self) -> SFTRunConfig:
         """The warm start with this run's test split, evaluation and threads."""
-        return self.warm_start.replace(test_per_level=self.test_per_level, test_share=self.test_share,
-                                       data_seed=self.data_seed, eval=self.eval, num_threads=self.num_threads,
-                                       num_processes=1)
+        return warm_start_for(self, self.eval)
 
     def round_sft(self, steps: int, round_index: int) -> SFTConfig:
         """The SFT config of one round: ``steps`` steps, seeded by the run's seed and the round."""

@@ -12,20 +12,15 @@ from pathlib import Path
 from typing import Literal
 
 from pangu_core.config import Config, expect
+from pangu_core.distill.config import level_problems, run_problems, warm_start_for
 from pangu_core.distill.sft import SFTConfig
 from pangu_core.distill.sft_cli import SFTRunConfig
 from pangu_core.dual.fusion import FusionConfig
 from pangu_core.dual.self_repair import RepairConfig
 from pangu_core.evaluation import EvalConfig
-from pangu_core.tasks.math_tasks import LEVELS
 from pangu_core.runs import builtin_yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-def _level_problems(problems: list[str], name: str, levels: tuple[int, ...]) -> None:
-    expect(problems, len(levels) > 0 and len(set(levels)) == len(levels) and all(lv in LEVELS for lv in levels),
-           name, f"distinct levels from {list(LEVELS)}", list(levels))
 
 
 @dataclass(frozen=True)
@@ -86,7 +81,7 @@ class StressConfig(Config):
 
     def validate(self) -> list[str]:
         problems: list[str] = []
-        _level_problems(problems, "levels", self.levels)
+        level_problems(problems, "levels", self.levels)
         for name in ("per_level", "max_new_tokens"):
             expect(problems, getattr(self, name) >= 1, name, "an int >= 1", getattr(self, name))
         expect(problems, math.isfinite(self.temperature) and self.temperature > 0, "temperature",
@@ -132,11 +127,7 @@ class DualConfig(Config):
     warm_start: SFTRunConfig = field(default_factory=SFTRunConfig)
 
     def validate(self) -> list[str]:
-        problems: list[str] = []
-        _level_problems(problems, "levels", self.levels)
-        for name, low in (("test_per_level", 1), ("data_seed", 0), ("seed", 0), ("num_threads", 1)):
-            expect(problems, getattr(self, name) >= low, name, f"an int >= {low}", getattr(self, name))
-        expect(problems, 0.0 < self.test_share < 1.0, "test_share", "a number in (0, 1)", self.test_share)
+        problems = run_problems(self)
         expect(problems, 0.0 <= self.repair_pair_share <= 1.0, "repair_pair_share", "a number in [0, 1]",
                self.repair_pair_share)
         expect(problems, set(self.eval.modes) == {"slow", "fast", "auto"}, "eval.modes",
@@ -149,15 +140,11 @@ class DualConfig(Config):
         expect(problems, self.phase2.prompts <= self.labels.pool_size, "phase2.prompts",
                f"at most labels.pool_size={self.labels.pool_size} (phase 2 trains on the labelled pool)",
                self.phase2.prompts)
-        expect(problems, tuple(self.warm_start.levels) == tuple(self.levels), "warm_start.levels",
-               f"the run's levels {list(self.levels)}", list(self.warm_start.levels))
         return problems
 
     def warm_start_config(self) -> SFTRunConfig:
         """The warm start with this run's test split, evaluation and threads."""
-        return self.warm_start.replace(test_per_level=self.test_per_level, test_share=self.test_share,
-                                       data_seed=self.data_seed, eval=self.eval.replace(modes=("slow", "fast")),
-                                       num_threads=self.num_threads, num_processes=1)
+        return warm_start_for(self, self.eval.replace(modes=("slow", "fast")))
 
     def phase_sft(self, phase: int) -> SFTConfig:
         """The SFT config of phase 1 or 2, seeded by the run's seed and the phase."""
