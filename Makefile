@@ -19,7 +19,7 @@ $(VENV)/.torch:
 	touch $@
 
 install: $(VENV)/.torch
-	$(PY) -m pip install -q ".[test]"
+	$(PY) -m pip install -q ".[test,ray]"
 
 # The main job: the whole recipe (SFT, distillation with merging, RL, dual system) into $(DEMO_OUT);
 # started again, it resumes where it stopped. DEMO_ARGS="--seed 1" or "--quick" pass through.

@@ -16,6 +16,8 @@ Modules:
 - :mod:`~pangu_core.rl.config`, :mod:`~pangu_core.rl.run`, :mod:`~pangu_core.rl.report`,
   :mod:`~pangu_core.rl.cli`: the ``pangu-core rl`` command (a resumable run folder, snapshots
   evaluated after the run, ``report.json`` with the speed model, ``report.png``).
-
-Not built yet: Ray and torchrun runners.
+- :mod:`~pangu_core.rl.ray_backend`: ``--backend ray``: the learner as a threaded Ray actor holding
+  the coordinator and the publisher, rollout and reward actors, per-node weight relays, restarts.
+- :mod:`~pangu_core.rl.torchrun_backend`: ``--backend torchrun``: rank 0 learns, the other ranks roll
+  out, in lockstep rounds (one-step-off) or behind per-node relays.
 """

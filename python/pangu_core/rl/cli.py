@@ -1,7 +1,8 @@
 """`pangu-core rl`: GRPO on the latency-tolerant scheduler from a checkpoint of `pangu-core sft` / `distill`.
 
 Settings come from ``configs/rl_default.yaml`` (``--quick``: ``rl_quick.yaml``, or ``--config
-FILE``); ``--eta``, ``--fifo`` and ``--seed`` replace the config's. ``--init`` is required: the
+FILE``); ``--eta``, ``--fifo``, ``--seed`` and ``--backend`` replace the config's (``--backend ray
+[--ray-address auto]``: Ray actors; ``--backend torchrun`` under ``torchrun``: rank 0 learns). ``--init`` is required: the
 embedded default has no RL-ready model of its own (train one with `pangu-core sft`). See
 :mod:`pangu_core.rl.run` for the run folder.
 """
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       out="run folder (new or empty; the same run there is resumed from its last checkpoint)")
     parser.add_argument("--eta", type=int, help="replace the staleness bound (0 synchronous, 1 one-step-off)")
     parser.add_argument("--fifo", action="store_true", help="the FIFO arm: equal priorities, no age boost")
+    parser.add_argument("--backend", choices=("process", "ray", "torchrun"),
+                        help="replace the config's backend: rollout processes on this host, Ray actors (extra "
+                             "[ray]), or torchrun ranks (rank 0 learns; start with `torchrun ... pangu-core rl`)")
+    parser.add_argument("--ray-address", help="backend ray: the cluster to join (e.g. auto); default: a local Ray")
 
 
 def load_config(args: argparse.Namespace) -> tuple[RLConfig, str]:
@@ -40,6 +45,10 @@ def load_config(args: argparse.Namespace) -> tuple[RLConfig, str]:
     config = config.replace(schedule=schedule)
     if args.seed is not None:
         config = config.replace(seed=args.seed)
+    if getattr(args, "backend", None) is not None:
+        config = config.replace(backend=args.backend)
+    if getattr(args, "ray_address", None) is not None and config.backend != "ray":
+        raise ValueError(f"--ray-address: only with backend 'ray' (the config's backend is {config.backend!r})")
     return config, source
 
 
@@ -52,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--init: required; pass a checkpoint folder from `pangu-core sft` (OUT/checkpoint) or "
                          "`pangu-core distill` (OUT/round_<t>/merged); e.g. `pangu-core sft --quick --out sft` "
                          "then `pangu-core rl --quick --init sft/checkpoint --out rl`")
-    report = run_rl(config, args.out, init=args.init, progress=not args.no_progress, overwrite=args.overwrite)
+    report = run_rl(config, args.out, init=args.init, progress=not args.no_progress, overwrite=args.overwrite,
+                    ray_address=args.ray_address)
+    if "rank" in report:          # a torchrun rollout rank: its own summary; rank 0 writes the report
+        print(json.dumps(report, indent=2))
+        return 0
     summary = {key: report[key] for key in ("eta", "fifo", "throughput", "idle", "lag_histogram", "max_lag_consumed",
                                             "queue", "levels_generated", "levels_consumed")}
     summary["speed_model"] = report["speed_model"]

@@ -18,6 +18,90 @@ from pangu_core.rl.scheduler import ScheduleConfig
 from pangu_core.runs import builtin_yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+BACKENDS = ("process", "ray", "torchrun")
+_BUILTIN_RESOURCES = ("CPU", "GPU", "NPU", "memory", "object_store_memory")
+
+
+@dataclass(frozen=True)
+class RoleResources(Config):
+    """What each Ray actor of one role asks for (the Ray backend's placement of that role)."""
+
+    # CPUs reserved per actor (fractions allowed). Ray schedules by it; the torch threads of a role
+    # come from num_threads / rollout_threads.
+    cpus: float = 1.0
+    # GPUs and Ascend NPUs (Ray's "NPU" resource) reserved per actor (fractions allowed).
+    gpus: float = 0.0
+    npus: float = 0.0
+    # Custom Ray resources per actor, e.g. {"rollout_node": 1} to keep a role on nodes started with
+    # --resources '{"rollout_node": 4}'.
+    resources: tuple[tuple[str, float], ...] = ()
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        for name in ("cpus", "gpus", "npus"):
+            value = getattr(self, name)
+            expect(problems, math.isfinite(value) and value >= 0, name, "a finite number >= 0", value)
+        for key, value in self.resources:
+            expect(problems, bool(key) and key not in _BUILTIN_RESOURCES, f"resources[{key!r}]",
+                   f"a custom resource name (not one of {', '.join(_BUILTIN_RESOURCES)}: use cpus / gpus / npus)",
+                   key)
+            expect(problems, math.isfinite(value) and value >= 0, f"resources[{key!r}]", "a finite number >= 0", value)
+        return problems
+
+    def ray_options(self) -> dict:
+        """The keyword arguments of ``ActorClass.options`` for this role."""
+        resources = dict(self.resources)
+        if self.npus:
+            resources["NPU"] = self.npus
+        return {"num_cpus": self.cpus, "num_gpus": self.gpus, "resources": resources}
+
+
+@dataclass(frozen=True)
+class PlacementConfig(Config):
+    """Where the roles of a multi-machine run go and how they talk (backends "ray" and "torchrun")."""
+
+    # Ray: resources of the learner actor, of each rollout actor, of each reward actor and of each
+    # node's weight relay.
+    learner: RoleResources = field(default_factory=lambda: RoleResources(cpus=1.0))
+    rollout: RoleResources = field(default_factory=lambda: RoleResources(cpus=1.0))
+    reward: RoleResources = field(default_factory=lambda: RoleResources(cpus=0.5))
+    relay: RoleResources = field(default_factory=lambda: RoleResources(cpus=0.0))
+    # Ray: reward actors (MARS) the rollout actors send their answers to; 0 scores in the rollout actor.
+    reward_workers: int = 0
+    # Ray: results (claims of groups) a rollout actor may have in flight to the learner at once.
+    max_inflight: int = 1
+    # Ray: how often a rollout actor that died is restarted before it counts as gone.
+    max_restarts: int = 2
+    # torchrun: relays on the rollout ranks (any eta; rollout_workers processes per rollout rank pull
+    # from their node's shared memory) instead of lockstep rounds (each rollout rank generates one
+    # share of every batch; eta = 1 is one-step-off).
+    torchrun_relays: bool = False
+    # torch.distributed backend of the weights: auto = gloo for CPU roles, nccl when the learner
+    # and relays have GPUs, hccl when they have NPUs.
+    dist_backend: Literal["auto", "gloo", "nccl", "hccl"] = "auto"
+    # Seconds a torch.distributed wait (and the start of the actors) may take before it fails.
+    dist_timeout_s: float = 1800.0
+    startup_timeout_s: float = 600.0
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        expect(problems, self.reward_workers >= 0, "reward_workers", "an int >= 0", self.reward_workers)
+        expect(problems, self.max_inflight >= 1, "max_inflight", "an int >= 1", self.max_inflight)
+        expect(problems, self.max_restarts >= 0, "max_restarts", "an int >= 0", self.max_restarts)
+        for name in ("dist_timeout_s", "startup_timeout_s"):
+            value = getattr(self, name)
+            expect(problems, math.isfinite(value) and value > 0, name, "a finite number > 0", value)
+        return problems
+
+    def weights_backend(self) -> str:
+        """The torch.distributed backend of the weights (``dist_backend`` with auto resolved)."""
+        if self.dist_backend != "auto":
+            return self.dist_backend
+        if self.learner.npus > 0 and self.relay.npus > 0:
+            return "hccl"
+        if self.learner.gpus > 0 and self.relay.gpus > 0:
+            return "nccl"
+        return "gloo"
 
 
 @dataclass(frozen=True)
@@ -40,7 +124,11 @@ class RLConfig(Config):
     mode: Literal["slow", "fast"] = "slow"
     # Learner steps (policy versions) of the run.
     steps: int = 40
-    # Rollout worker processes.
+    # Where the learner and rollout workers run: "process" (this host: rollout worker processes),
+    # "ray" (actors on a Ray cluster) or "torchrun" (ranks of `torchrun`: rank 0 learns).
+    backend: Literal["process", "ray", "torchrun"] = "process"
+    # Rollout workers: processes (process), actors (ray), processes per rollout rank (torchrun
+    # with relays; in lockstep each rollout rank is one worker).
     rollout_workers: int = 1
     # Torch threads over all processes (learner + workers): the learner gets what the workers leave.
     num_threads: int = 2
@@ -67,6 +155,8 @@ class RLConfig(Config):
     grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(correction="decoupled"))
     # Evaluation of the snapshots on the test split after the run (EvalConfig; greedy).
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(modes=("slow",)))
+    # Placement of the roles of the ray and torchrun backends (PlacementConfig).
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
     def validate(self) -> list[str]:
         from pangu_core.tasks.math_tasks import LEVELS

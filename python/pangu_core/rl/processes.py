@@ -29,7 +29,7 @@ from pangu_core.queue import QueueClosed
 from pangu_core.rl.scheduler import Claim, Coordinator, RolloutGroup, run_learner, rollout_worker
 from pangu_core.sync import Subscriber, SyncConfig
 
-__all__ = ["CoordinatorClient", "run_processes"]
+__all__ = ["CoordinatorClient", "WorkerPool", "run_processes"]
 
 
 def _send(connection, message: Any) -> None:
@@ -122,9 +122,77 @@ def _serve(state: _WorkerState, connection, coordinator: Coordinator, on_exit: C
                 break
     finally:
         if outstanding is not None:
-            coordinator.release(outstanding)
+            coordinator.release(outstanding, lost=state.outcome == "died")
         connection.close()
         on_exit()
+
+
+class WorkerPool:
+    """Rollout worker processes, and in this process one thread per worker serving its pipe.
+
+    ``coordinator`` is the :class:`~pangu_core.rl.scheduler.Coordinator`, or anything with its
+    ``config``, ``claim``, ``submit``, ``is_stopped``, ``release`` and ``stop`` (a proxy to a remote
+    one, :mod:`pangu_core.rl.torchrun_backend`). Workers are numbered from ``first_index``. When a
+    worker raises, or when every worker died, the pool calls ``coordinator.stop()``.
+    """
+
+    def __init__(self, coordinator: Any, factory: Callable[[int], tuple[Any, Any, Any]], workers: int,
+                 sync: SyncConfig, address: str, *, start_method: str = "spawn", threads: int = 1,
+                 first_index: int = 0) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"start_method: unknown {start_method!r}; known: "
+                             f"{', '.join(multiprocessing.get_all_start_methods())}")
+        context = multiprocessing.get_context(start_method)
+        self.coordinator = coordinator
+        self.states: list[_WorkerState] = []
+        self.servers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        # Every process starts before any server thread: a forked child copies no running thread.
+        try:
+            for index in range(first_index, first_index + workers):
+                mine, theirs = context.Pipe(duplex=True)
+                process = context.Process(target=_worker_main, name=f"rollout-{index}", daemon=True,
+                                          args=(index, theirs, factory, sync, address, coordinator.config, threads))
+                process.start()
+                theirs.close()
+                self.states.append(_WorkerState(index, process))
+                self.servers.append(threading.Thread(target=_serve, name=f"serve-rollout-{index}", daemon=True,
+                                                     args=(self.states[-1], mine, coordinator, self._on_exit)))
+        except BaseException:
+            for state in self.states:
+                state.process.terminate()
+                state.process.join(5.0)
+            raise
+        for server in self.servers:
+            server.start()
+
+    def _on_exit(self) -> None:
+        with self._lock:
+            failed = [s for s in self.states if s.outcome == "error"]
+            alive = [s for s in self.states if s.outcome == "running"]
+        if failed or (not alive and not self.coordinator.is_stopped()):
+            self.coordinator.stop()
+
+    def join(self, join_timeout_s: float = 30.0) -> None:
+        """Waits for the workers (the caller has stopped the coordinator) and their server threads."""
+        for state in self.states:
+            state.process.join(join_timeout_s)
+            if state.process.is_alive():
+                state.process.terminate()
+                state.process.join(5.0)
+        for server in self.servers:
+            server.join(join_timeout_s)
+
+    def failure(self) -> str:
+        """The error message of a pool whose workers failed ('' when none raised and some survived)."""
+        return _failure(self.states)
+
+    def summary(self) -> dict[str, Any]:
+        """Per-worker timing, groups and outcome, and the names of the workers that died."""
+        return {"workers": [dict(s.timing, groups=s.groups, name=s.name, outcome=s.outcome) for s in self.states],
+                "dead_workers": [s.name for s in self.states if s.outcome == "died"]}
 
 
 def run_processes(coordinator: Coordinator, publisher: Any, step: Callable[[list[RolloutGroup], int], dict],
@@ -140,58 +208,23 @@ def run_processes(coordinator: Coordinator, publisher: Any, step: Callable[[list
     :func:`~pangu_core.rl.scheduler.run_threads` returns plus ``dead_workers`` (names of workers that
     died). RuntimeError when a worker raised, or when every worker died.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
-    if start_method not in multiprocessing.get_all_start_methods():
-        raise ValueError(f"start_method: unknown {start_method!r}; known: {', '.join(multiprocessing.get_all_start_methods())}")
-    context = multiprocessing.get_context(start_method)
-    states: list[_WorkerState] = []
-    servers: list[threading.Thread] = []
-    lock = threading.Lock()
-
-    def on_exit() -> None:
-        with lock:
-            failed = [s for s in states if s.outcome == "error"]
-            alive = [s for s in states if s.outcome == "running"]
-        if failed or (not alive and not coordinator.is_stopped()):
-            coordinator.stop()
-
+    pool = WorkerPool(coordinator, factory, workers, sync, publisher.address, start_method=start_method,
+                      threads=threads)
     error: BaseException | None = None
     history: list[dict] = []
     try:
-        # Every process starts before any server thread: a forked child copies no running thread.
-        for index in range(workers):
-            mine, theirs = context.Pipe(duplex=True)
-            process = context.Process(target=_worker_main, name=f"rollout-{index}", daemon=True,
-                                      args=(index, theirs, factory, sync, publisher.address, coordinator.config,
-                                            threads))
-            process.start()
-            theirs.close()
-            states.append(_WorkerState(index, process))
-            servers.append(threading.Thread(target=_serve, args=(states[-1], mine, coordinator, on_exit),
-                                            name=f"serve-rollout-{index}", daemon=True))
-        for server in servers:
-            server.start()
         history = run_learner(coordinator, publisher, step, steps, on_step)
     except BaseException as caught:
         error = caught
     finally:
         coordinator.stop()
-        for state in states:
-            state.process.join(join_timeout_s)
-            if state.process.is_alive():
-                state.process.terminate()
-                state.process.join(5.0)
-        for server in servers:
-            server.join(join_timeout_s)
-    failure = _failure(states)
+        pool.join(join_timeout_s)
+    failure = pool.failure()
     if failure:
         raise RuntimeError(failure) from error
     if error is not None:
         raise error
-    return {"history": history,
-            "workers": [dict(s.timing, groups=s.groups, name=s.name, outcome=s.outcome) for s in states],
-            "dead_workers": [s.name for s in states if s.outcome == "died"], **coordinator.stats()}
+    return {"history": history, **pool.summary(), **coordinator.stats()}
 
 
 def _failure(states: Sequence[_WorkerState]) -> str:

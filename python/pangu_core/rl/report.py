@@ -80,10 +80,10 @@ def build_report(config: RLConfig, init: str, records: list[dict[str, Any]], seg
     worker_busy = sum(w.get("busy_s", 0.0) for w in workers)
     wall = last.get("wall_s", float("nan"))
     rollout_idle = 1.0 - worker_busy / (len(workers) * wall) if workers and wall > 0 else float("nan")
-    # g: one batch of groups by all workers together, t: one learner step; medians, so that the
+    # g: one step's groups (a chunk) by all workers together, t: one learner step; medians, so that the
     # first, cold calls do not count.
     per_group = [seconds / prompts for w in workers for prompts, seconds in w.get("claims", []) if prompts]
-    g = _median(per_group) * schedule.batch_groups / max(1, len(workers)) if per_group else float("nan")
+    g = _median(per_group) * schedule.chunk_groups / max(1, len(workers)) if per_group else float("nan")
     t = _median([r["step_s"] for r in seg_records])
     measured = span / batches if batches else float("nan")
     queue_fields = ("put", "got", "evicted", "dropped", "size", "rejected", "submitted")
@@ -109,6 +109,17 @@ def build_report(config: RLConfig, init: str, records: list[dict[str, Any]], seg
                       "mean": _mean(list(a["accuracy"].get(config.mode, {}).values()))} for a in accuracy],
         "speed_model": speed_model(g, t, schedule.eta, measured, config.speedup_generate, config.speedup_train),
         "segments": len(segments),
+        "backend": config.backend,
         "dead_workers": sorted({name for s in segments for name in s.get("dead_workers", [])}),
+        # Groups claimed by a rollout worker that died before submitting them (their prompts were
+        # served again); they never entered the queue, so the ledger above holds without them.
+        "lost_groups": sum(int(s.get("lost_groups", 0)) for s in segments),
+        # Over-generated groups (schedule.rollout_groups) the learner left unused; and the mean reward
+        # of every answer generated, by the policy version that sampled it (what the policy scores,
+        # where the reward curve above is that of the batches the queue chose).
+        "skipped_groups": sum(int(s.get("skipped", 0)) for s in segments),
+        "generated_reward": {k: v for s in segments for k, v in s.get("generated_reward", {}).items()},
+        # What the ray / torchrun backends measured in the last segment (relay bytes, publish waits).
+        "distributed": last.get("extra", {}),
         "wall_s": records[-1]["time_s"] if records else 0.0,
     }

@@ -18,6 +18,12 @@ records so far), ``OUT/snapshots/step_<k>/``, ``OUT/eval/step_<k>.json``, ``OUT/
 ``OUT/report.png``. Evaluation runs only after the learner's last step, so it never perturbs the
 timing. The weights travel over shared memory under a prefix of this run; the publisher and the
 worker processes are closed on every exit path, so a failed run leaves nothing in /dev/shm.
+
+``config.backend`` says where the rollout workers run; the learner (:func:`_train`: model,
+optimiser, ``grpo_step``, coordinator, checkpoints) is the same code in every backend, and a
+backend's runner only places the workers and moves the weights: "process" (:func:`_process_runner`),
+"ray" (:mod:`pangu_core.rl.ray_backend`, the learner inside a Ray actor) and "torchrun"
+(:mod:`pangu_core.rl.torchrun_backend`, the learner on rank 0).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,7 @@ from pangu_core.rl.config import RLConfig
 from pangu_core.runs import load_model, prepare_run_folder, write_json
 
 RUN_FILE = "rl_run.json"
+PLACEMENT_FIELDS = ("backend", "placement")
 STATE_FILE = "learner_state.safetensors"
 RUN_FILES = ("checkpoint", "checkpoint.partial", "checkpoint.old", "snapshots", "eval", "report.json",
              "report.png", RUN_FILE)
@@ -148,11 +156,18 @@ def final_checkpoint(config: RLConfig, out: str | os.PathLike[str]) -> Path:
 
 def run_rl(config: RLConfig, out: str | os.PathLike[str], *, init: str | os.PathLike[str], progress: bool = True,
            overwrite: bool = False, plot: bool = True, shm_prefix: str | None = None,
-           on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+           on_step: Callable[[int, dict[str, Any]], None] | None = None,
+           ray_address: str | None = None) -> dict[str, Any]:
     """Runs (or resumes) GRPO from checkpoint ``init`` into ``out``; returns the report (also ``OUT/report.json``).
 
     ``shm_prefix``: the shared-memory name prefix of the weights (default: a fresh one per call).
-    ``on_step(step, record)`` is called in the learner's thread after each step is published.
+    ``on_step(step, record)`` is called in the learner's thread after each step is published
+    (backends process and torchrun; the ray backend's learner is an actor elsewhere).
+    ``config.backend`` picks where the roles run: "process" (here), "ray" (``ray_address``: an
+    existing cluster, e.g. "auto"; None starts or reuses a local instance; see
+    :mod:`pangu_core.rl.ray_backend`) or "torchrun" (every rank calls this; rank 0 learns and
+    returns the report, the other ranks roll out and return their own summary; see
+    :mod:`pangu_core.rl.torchrun_backend`).
     """
     if not isinstance(config, RLConfig):
         raise TypeError(f"config: expected RLConfig, got {type(config).__name__}")
@@ -161,8 +176,18 @@ def run_rl(config: RLConfig, out: str | os.PathLike[str], *, init: str | os.Path
     init_path = Path(init).resolve()
     if not (init_path / "config.json").is_file():
         raise FileNotFoundError(f"--init: {str(init)!r} is not a model folder (no config.json)")
+    if config.backend == "ray" and on_step is not None:
+        raise ValueError("on_step: not available with backend 'ray' (the learner is a Ray actor)")
+    if config.backend == "torchrun":
+        from pangu_core.rl import torchrun_backend
+
+        if torchrun_backend.init_world(config) != 0:
+            return torchrun_backend.serve_rollout_rank(config, init_path)
     out = Path(out)
-    record = {"config": config.to_dict(), "init": str(init_path)}
+    # Where the roles run (backend, placement) is not part of the run's identity: a run started on
+    # one backend resumes on another.
+    record = {"config": {k: v for k, v in config.to_dict().items() if k not in PLACEMENT_FIELDS},
+              "init": str(init_path)}
     prepare_out(out, record, overwrite)
     checkpoint = out / "checkpoint"
     old = out / "checkpoint.old"
@@ -176,7 +201,17 @@ def run_rl(config: RLConfig, out: str | os.PathLike[str], *, init: str | os.Path
         _say(f"resuming the run in {out} at step {state['step']}")
     segment = Segment(state)
     if state.get("step", 0) < config.steps:
-        _train(config, out, init_path, state, segment, progress, shm_prefix, on_step)
+        if config.backend == "ray":
+            from pangu_core.rl.ray_backend import train_ray
+
+            train_ray(config, out, init_path, segment, progress, shm_prefix, ray_address)
+        elif config.backend == "torchrun":
+            _train(config, out, init_path, state, segment, progress, shm_prefix, on_step,
+                   runner=torchrun_backend.learner_runner)
+        else:
+            _train(config, out, init_path, state, segment, progress, shm_prefix, on_step)
+    elif config.backend == "torchrun":
+        torchrun_backend.release_ranks()        # nothing left to train: the rollout ranks go home
     report = _evaluate_and_report(config, out, init_path, segment, progress)
     write_json(out / "report.json", report)
     if plot:
@@ -186,16 +221,53 @@ def run_rl(config: RLConfig, out: str | os.PathLike[str], *, init: str | os.Path
     return report
 
 
+@dataclass
+class LearnerRun:
+    """What a backend's runner gets from :func:`_train`: the learner's model, the coordinator and the
+    step functions, ready to go from version ``start``. The runner publishes version ``start``,
+    runs :func:`~pangu_core.rl.scheduler.run_learner` with ``step`` and ``after_step`` and returns
+    what :func:`~pangu_core.rl.processes.run_processes` returns."""
+
+    config: RLConfig
+    init: Path
+    start: int
+    model: Any
+    coordinator: Any
+    step: Callable[[list, int], dict[str, Any]]
+    after_step: Callable[[int, dict[str, Any]], None]
+    prefix: str
+
+    def factory(self) -> Callable[[int], tuple[Any, Any, Any]]:
+        """The rollout workers' builder (picklable): their model from the start checkpoint, seeded."""
+        # Workers build their model from the start checkpoint (the first pull replaces its weights),
+        # so a checkpoint being saved never races a worker loading it.
+        return functools.partial(make_rollout_worker, folder=str(self.init),
+                                 seed=self.config.seed * 1_000_003 + 31 * self.start)
+
+
+def _process_runner(run: LearnerRun) -> dict[str, Any]:
+    """Backend "process": the weights over shared memory to rollout worker processes of this host."""
+    from pangu_core.rl.processes import run_processes
+    from pangu_core.sync import Publisher, SyncConfig
+
+    config = run.config
+    sync = SyncConfig(transport="shm", name="policy", prefix=run.prefix, publish_dtype=None, timeout_s=60.0)
+    with Publisher(run.model, sync) as publisher:
+        publisher.publish(version=run.start)
+        return run_processes(run.coordinator, publisher, run.step, config.steps, run.factory(), config.rollout_workers,
+                             sync, threads=config.rollout_threads, on_step=run.after_step)
+
+
 def _train(config: RLConfig, out: Path, init: Path, state: dict[str, Any], segment: Segment, progress: bool,
-           shm_prefix: str | None, on_step: Callable[[int, dict[str, Any]], None] | None) -> None:
-    """The learner in this process and the rollout workers as processes, from the state's step to the last."""
+           shm_prefix: str | None, on_step: Callable[[int, dict[str, Any]], None] | None,
+           runner: Callable[[LearnerRun], dict[str, Any]] | None = None) -> None:
+    """The learner in this process, from the state's step to the last; ``runner`` (default: rollout
+    worker processes of this host) places the rollout workers and moves the weights."""
     import torch
     from tqdm.auto import tqdm
 
     from pangu_core.rl.learner import grpo_step
-    from pangu_core.rl.processes import run_processes
     from pangu_core.rl.scheduler import Coordinator
-    from pangu_core.sync import Publisher, SyncConfig
 
     start = int(state.get("step", 0))
     folder = out / "checkpoint" if start else init
@@ -241,26 +313,21 @@ def _train(config: RLConfig, out: Path, init: Path, state: dict[str, Any], segme
             on_step(done, entry)
 
     prefix = shm_prefix or f"pgrl{uuid.uuid4().hex[:10]}"
-    sync = SyncConfig(transport="shm", name="policy", prefix=prefix, publish_dtype=None, timeout_s=60.0)
-    # Workers build their model from the start checkpoint (the first pull replaces its weights), so
-    # a checkpoint being saved never races a worker loading it.
-    factory = functools.partial(make_rollout_worker, folder=str(init), seed=config.seed * 1_000_003 + 31 * start)
+    run = LearnerRun(config, init, start, model, coordinator, step, after_step, prefix)
     segment_started = time.perf_counter()
     try:
-        with Publisher(model, sync) as publisher:
-            publisher.publish(version=start)
-            result = run_processes(coordinator, publisher, step, config.steps, factory, config.rollout_workers, sync,
-                                   threads=config.rollout_threads, on_step=after_step)
+        result = (runner or _process_runner)(run)
     finally:
         bar.close()
     wall = time.perf_counter() - segment_started
-    segment.segments.append(_segment_summary(result, coordinator, levels, start, config.steps, wall))
+    segment.segments.append(_segment_summary(result, coordinator, levels, start, config.steps, wall, config.backend))
     _checkpoint(out, model, tokenizer, optimizer, config.steps, coordinator, segment)
 
 
 def _segment_summary(result: dict[str, Any], coordinator, levels: dict[int, int], start: int, end: int,
-                     wall: float) -> dict[str, Any]:
-    """One process's figures: queue counters, lags, level mixes, worker timings."""
+                     wall: float, backend: str = "process") -> dict[str, Any]:
+    """One process's figures: queue counters, lags, level mixes, worker timings, lost groups, and
+    what the backend adds (``extra``: relay bytes, publish waits)."""
     generated, consumed = Counter(), Counter()
     for index, n in coordinator.generated.items():
         generated[str(levels[index])] += n
@@ -269,7 +336,10 @@ def _segment_summary(result: dict[str, Any], coordinator, levels: dict[int, int]
     return {"steps": [start, end], "wall_s": wall, "queue": result["queue"],
             "lag_histogram": {str(k): v for k, v in result["lag_histogram"].items()},
             "handed_back": result["handed_back"], "dead_workers": result["dead_workers"],
-            "workers": result["workers"], "levels_generated": dict(generated), "levels_consumed": dict(consumed)}
+            "workers": result["workers"], "levels_generated": dict(generated), "levels_consumed": dict(consumed),
+            "lost_groups": int(result.get("lost_groups", 0)), "skipped": int(result.get("skipped", 0)),
+            "generated_reward": {str(k): v for k, v in result.get("generated_reward", {}).items()},
+            "backend": backend, "extra": result.get("extra", {})}
 
 
 def _checkpoint(out: Path, model, tokenizer, optimizer, step: int, coordinator, segment: Segment) -> None:

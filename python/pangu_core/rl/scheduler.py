@@ -58,6 +58,10 @@ class ScheduleConfig(Config):
     batch_groups: int = 8
     # Most prompts a worker claims at once (<= batch_groups; a claim never spans two chunks).
     prompts_per_claim: int = 8
+    # Groups generated per learner step (None: batch_groups). More gives the queue a choice: the
+    # learner takes the batch_groups best, the rest wait and leave unused once older than eta
+    # (counted as skipped; their prompts are not served again).
+    rollout_groups: int | None = None
     # Sampling temperature (> 0) and generation limit (tokens).
     temperature: float = 1.0
     max_new_tokens: int = 256
@@ -84,6 +88,8 @@ class ScheduleConfig(Config):
         expect(problems, self.batch_groups >= 1, "batch_groups", "an int >= 1", self.batch_groups)
         expect(problems, 1 <= self.prompts_per_claim <= self.batch_groups, "prompts_per_claim",
                f"an int in [1, batch_groups={self.batch_groups}]", self.prompts_per_claim)
+        expect(problems, self.rollout_groups is None or self.rollout_groups >= self.batch_groups,
+               "rollout_groups", f"None or an int >= batch_groups={self.batch_groups}", self.rollout_groups)
         expect(problems, math.isfinite(self.temperature) and self.temperature > 0, "temperature",
                "a finite number > 0", self.temperature)
         expect(problems, self.max_new_tokens >= 1, "max_new_tokens", "an int >= 1", self.max_new_tokens)
@@ -95,6 +101,11 @@ class ScheduleConfig(Config):
             value = getattr(self, name)
             expect(problems, math.isfinite(value) and value > 0, name, "a finite number > 0", value)
         return problems
+
+    @property
+    def chunk_groups(self) -> int:
+        """Groups generated per learner step (one chunk): rollout_groups, else batch_groups."""
+        return self.batch_groups if self.rollout_groups is None else self.rollout_groups
 
 
 @dataclass(frozen=True)
@@ -193,11 +204,14 @@ class Coordinator:
         self.queue = PriorityQueue(config.capacity, config.overflow, max_staleness=config.eta,
                                    age_boost=0.0 if config.fifo else config.age_boost, version=start_version)
         self._lock = threading.Lock()
-        self._issued = start_version * config.batch_groups   # prompts handed out and not handed back
+        self._issued = start_version * config.chunk_groups   # prompts handed out and not handed back
         self.submitted = 0        # groups offered to the queue
         self.stopped = threading.Event()
         self.lag_histogram: Counter[int] = Counter()
         self.handed_back = 0
+        self.skipped = 0          # over-generated groups that left the queue unused (rollout_groups)
+        self.generated_reward: dict[int, list[float]] = {}  # policy version -> [reward sum, answers]
+        self.lost_groups = 0      # groups claimed by a worker that died before submitting them
         self.generated: Counter[int] = Counter()   # groups offered, per prompt index
         self.consumed: Counter[int] = Counter()    # groups the learner took, per prompt index
         self._pending: Counter[int] = Counter()    # prompts handed out whose groups were not taken yet
@@ -213,7 +227,7 @@ class Coordinator:
         if self.stopped.is_set():
             return None
         with self._lock:
-            size = self.config.batch_groups
+            size = self.config.chunk_groups
             chunk = self._issued // size
             n = min(self.config.prompts_per_claim, size - self._issued % size)
             self._issued += n
@@ -226,6 +240,11 @@ class Coordinator:
         if not groups:
             return
         rewards = np.array([g.rewards for g in groups], dtype=np.float64)
+        with self._lock:
+            for group, row in zip(groups, rewards):
+                tally = self.generated_reward.setdefault(group.version, [0.0, 0])
+                tally[0] += float(row.sum())
+                tally[1] += row.size
         if self.config.fifo:
             priorities = np.zeros(len(groups))
         else:
@@ -245,15 +264,25 @@ class Coordinator:
     def _give_back(self, groups: Sequence[RolloutGroup]) -> None:
         if not groups:
             return
+        if self.config.rollout_groups is not None:
+            # Over-generated on purpose: what the learner left is dropped, its prompts not served again.
+            with self._lock:
+                self.skipped += len(groups)
+                self._pending.subtract(g.prompt.index for g in groups)
+            return
         with self._lock:
             self._issued -= len(groups)
             self.handed_back += len(groups)
             self._pending.subtract(g.prompt.index for g in groups)
         self.stream.push_front([g.prompt for g in groups])
 
-    def release(self, claim: Claim) -> None:
-        """Gives back the prompts of a claim that will never be submitted (its worker died)."""
+    def release(self, claim: Claim, lost: bool = True) -> None:
+        """Gives back the prompts of a claim that will never be submitted (its worker died, or stopped
+        with the run); their prompts go to the front of the stream. With ``lost`` its groups count in
+        ``lost_groups`` (work a dead worker took with it)."""
         with self._lock:
+            if lost:
+                self.lost_groups += len(claim.prompts)
             self._issued -= len(claim.prompts)
             self._pending.subtract(p.index for p in claim.prompts)
         self.stream.push_front(claim.prompts)
@@ -308,7 +337,7 @@ class Coordinator:
         self.queue.close()
 
     def stats(self) -> dict[str, Any]:
-        """Queue counters, the lag histogram, max lag consumed and the groups handed back.
+        """Queue counters, the lag histogram, max lag consumed, the groups handed back and those lost.
 
         ``queue`` holds the queue's own counters (put = offered and not rejected, got, evicted,
         dropped, rejected = stale at put, size) and ``submitted`` (groups offered). Under every
@@ -320,7 +349,10 @@ class Coordinator:
         return {"queue": {"submitted": submitted, **{k: queue[k] for k in
                                                      ("put", "got", "evicted", "dropped", "rejected", "size")}},
                 "lag_histogram": dict(sorted(self.lag_histogram.items())),
-                "max_lag_consumed": max(self.lag_histogram, default=0), "handed_back": self.handed_back}
+                "max_lag_consumed": max(self.lag_histogram, default=0), "handed_back": self.handed_back,
+                "skipped": self.skipped,
+                "generated_reward": {v: t[0] / t[1] for v, t in sorted(self.generated_reward.items()) if t[1]},
+                "lost_groups": self.lost_groups}
 
 
 Scorer = Callable[[Prompt, list[list[int]]], Sequence[float]]

@@ -162,6 +162,8 @@ class DistPublisherEndpoint:
         self._sent = torch.zeros_like(self._staging) if config.changed_only else None
         self._sent_any = False
         self._version = -1
+        # Bytes of buckets broadcast so far (each broadcast counted once, whatever the receivers).
+        self.bytes_transferred = 0
         self._stored = [DTYPES[entry[1]] for entry in layout.entries()]
         dist.broadcast_object_list([{"layout": layout_text, "bucket_bytes": config.bucket_bytes}], src=config.src_rank)
         # After the layout broadcast: subscribers build theirs (and its process groups) only then.
@@ -191,6 +193,7 @@ class DistPublisherEndpoint:
             mask = [1] * n
         _control(dist, [self._version, *mask], self.config.src_rank, device)
         buckets = [b for b in range(n) if mask[b]]
+        self.bytes_transferred += sum(self._buckets.sizes[b] for b in buckets)
         if self._sent is not None:
             self._buckets.send(buckets, lambda b: self._buckets.flat_view(self._staging, b))
         else:
@@ -233,6 +236,8 @@ class DistSubscriberEndpoint:
         self._buckets = _Buckets(dist, self.layout, config.src_rank)
         self._flat = torch.zeros(self.layout.total_bytes, dtype=torch.uint8)
         self._version = -1
+        # Bytes of buckets received so far (what crossed the network into this rank).
+        self.bytes_transferred = 0
 
     def pull(self, tensors: list, version: int, min_version: int, timeout_s: float) -> int:
         dist, device = self._dist, self._buckets.device
@@ -257,6 +262,7 @@ class DistSubscriberEndpoint:
                     _sync.unflatten(self.layout, self._flat, tensors, [b])
 
             buckets.receive(changed, view_of, landed)
+            self.bytes_transferred += sum(buckets.sizes[b] for b in changed)
             self._version = header[0]
         if version >= 0 and self._version != version:
             raise KeyError(f"version: {version} is not available from the publisher (its newest is {self._version})")

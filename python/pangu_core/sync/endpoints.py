@@ -79,6 +79,13 @@ class Publisher:
         """Bytes of one published version."""
         return int(self.layout.total_bytes)
 
+    @property
+    def bytes_transferred(self) -> int | None:
+        """Weight bytes this end has broadcast (each broadcast counted once) over the network so far (torch_distributed); None for the
+        transports of one host (inprocess, shm), which move no bytes between machines."""
+        value = getattr(self._endpoint, "bytes_transferred", None)
+        return None if value is None else int(value)
+
     def publish(self, source: Any = None, version: int | None = None) -> int:
         """Publishes ``source`` (default: the bound one) as ``version`` (default: latest + 1).
 
@@ -177,6 +184,13 @@ class Subscriber:
     def versions(self) -> list[int]:
         """Versions the publisher's ring holds now, oldest first."""
         return self._endpoint.versions()
+
+    @property
+    def bytes_transferred(self) -> int | None:
+        """Weight bytes this end has received over the network so far (torch_distributed); None for the
+        transports of one host (inprocess, shm), which move no bytes between machines."""
+        value = getattr(self._endpoint, "bytes_transferred", None)
+        return None if value is None else int(value)
 
     def pull(self, *, version: int | None = None, min_version: int | None = None,
              timeout_s: float | None = None) -> int:
