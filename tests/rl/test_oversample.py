@@ -56,6 +56,18 @@ def test_learner_takes_the_best_of_a_larger_chunk_and_leftovers_are_dropped(fifo
     assert stats["generated_reward"] == {0: 0.75, 1: 0.75}
 
 
+def test_learner_waits_for_a_whole_chunk_before_it_chooses():
+    config = ScheduleConfig(eta=1, group_size=2, batch_groups=2, prompts_per_claim=2, rollout_groups=4,
+                            poll_s=0.01)
+    coordinator = Coordinator(make_prompts(8), config)
+    first = coordinator.claim(worker=0)
+    coordinator.submit(groups(first, 0, spread_on_odd))      # half a chunk: enough for a batch, not a choice
+    with pytest.raises(TimeoutError, match="fewer than rollout_groups=4 groups queued"):
+        coordinator.take_batch(timeout_s=0.05)
+    coordinator.submit(groups(coordinator.claim(worker=0), 0, spread_on_odd))
+    assert sorted(g.prompt.index for g in coordinator.take_batch(timeout_s=1.0)) == [1, 3]
+
+
 def test_without_rollout_groups_stale_prompts_still_come_back():
     config = ScheduleConfig(eta=0, group_size=2, batch_groups=2, prompts_per_claim=2)
     assert config.chunk_groups == 2

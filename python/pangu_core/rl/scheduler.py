@@ -207,6 +207,7 @@ class Coordinator:
         self._issued = start_version * config.chunk_groups   # prompts handed out and not handed back
         self.submitted = 0        # groups offered to the queue
         self.stopped = threading.Event()
+        self._arrived = threading.Condition()  # notified after every put (take_batch's chunk wait)
         self.lag_histogram: Counter[int] = Counter()
         self.handed_back = 0
         self.skipped = 0          # over-generated groups that left the queue unused (rollout_groups)
@@ -260,6 +261,8 @@ class Coordinator:
                 self.submitted += 1
                 self.generated[group.prompt.index] += 1
             self._give_back(back)
+            with self._arrived:
+                self._arrived.notify_all()
 
     def _give_back(self, groups: Sequence[RolloutGroup]) -> None:
         if not groups:
@@ -292,9 +295,19 @@ class Coordinator:
         return self.stopped.is_set()
 
     def take_batch(self, timeout_s: float | None = None) -> list[RolloutGroup]:
-        """The ``batch_groups`` best queued groups (waits for them); records each group's lag."""
+        """The ``batch_groups`` best queued groups (waits for them, and with ``rollout_groups`` until that
+        many are queued); records each group's lag."""
         limit = self.config.batch_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + limit
+        if self.config.rollout_groups is not None:
+            # Over-generation: choose only once a whole chunk's worth is queued, or the first groups
+            # to land would always be the batch.
+            with self._arrived:
+                while len(self.queue) < self.config.chunk_groups and not self.stopped.is_set():
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"learner: fewer than rollout_groups={self.config.chunk_groups} "
+                                           f"groups queued within {limit} s (queued: {len(self.queue)})")
+                    self._arrived.wait(self.config.poll_s)
         while True:
             if self.stopped.is_set():
                 raise RuntimeError("learner: the run was stopped while waiting for a batch")
@@ -335,6 +348,8 @@ class Coordinator:
         """Ends the run: workers' claims return None and their puts raise QueueClosed."""
         self.stopped.set()
         self.queue.close()
+        with self._arrived:
+            self._arrived.notify_all()
 
     def stats(self) -> dict[str, Any]:
         """Queue counters, the lag histogram, max lag consumed, the groups handed back and those lost.
