@@ -48,3 +48,15 @@ def test_an_unknown_benchmark_is_a_one_line_error(capsys):
     assert cli.main(["bench", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pangu-core bench: error: name: unknown benchmark 'nope'; known:")
+
+
+def test_all_leaves_out_benchmarks_that_opt_out(monkeypatch):
+    ran = []
+    monkeypatch.setattr(bench, "registry", lambda: {"fast": "m.fast", "long": "m.long"})
+    monkeypatch.setattr(bench, "in_all", lambda name: name != "long")
+    fake = _fake_run(lambda name: [])
+    monkeypatch.setattr(bench, "run", lambda name, quick=False, device="cpu": ran.append(name) or fake(name, quick))
+    assert cli.main(["bench", "all", "--quick"]) == 0
+    assert ran == ["fast"]
+    assert cli.main(["bench", "long", "--quick"]) == 0      # still runs by name
+    assert ran == ["fast", "long"]

@@ -1,7 +1,8 @@
 """Microbenchmarks behind `pangu-core bench`: one module per part, ours against a baseline.
 
 A benchmark module in this package defines ``NAME`` (the CLI name), ``DESCRIPTION`` and
-``run(quick: bool) -> list[dict]`` returning cases built with :func:`common.make_case`.
+``run(quick: bool) -> list[dict]`` returning cases built with :func:`common.make_case`, and may set
+``IN_ALL = False`` to stay out of `pangu-core bench all`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ def registry() -> dict[str, str]:
             continue
         names[info.name] = f"{__name__}.{info.name}"
     return dict(sorted(names.items()))
+
+
+def in_all(name: str) -> bool:
+    """Whether `pangu-core bench all` (and so `make bench`) runs benchmark ``name``: every one except
+    those whose module sets ``IN_ALL = False`` (long end-to-end comparisons run by name)."""
+    module = importlib.import_module(registry()[name])
+    return bool(getattr(module, "IN_ALL", True))
 
 
 def supports_device(name: str) -> bool:

@@ -13,7 +13,8 @@ from pangu_core import bench
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="a benchmark name, or 'all' (known: " + ", ".join(bench.registry()) + ")")
+    parser.add_argument("name", help="a benchmark name, or 'all' (known: " + ", ".join(bench.registry())
+                        + "; 'all' leaves out the long end-to-end comparisons, such as rl_vs_trl)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--device", default="cpu", metavar="cpu|cuda[:N]|npu[:N]",
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     known = bench.registry()
     if args.name != "all" and args.name not in known:
         raise ValueError(f"name: unknown benchmark {args.name!r}; known: {', '.join(known)}, all")
-    names = list(known) if args.name == "all" else [args.name]
+    names = [n for n in known if bench.in_all(n)] if args.name == "all" else [args.name]
     docs = []
     failed: list[str] = []
     if args.device != "cpu":
