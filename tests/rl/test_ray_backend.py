@@ -19,19 +19,6 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def init(tmp_path_factory) -> Path:
-    """An untrained nano checkpoint folder (model + tokenizer), as `pangu-core sft` writes one."""
-    from pangu_core.tasks.model import tiny_pangu
-    from pangu_core.tasks.tokenizer import build_tokenizer
-
-    folder = tmp_path_factory.mktemp("init")
-    tokenizer = build_tokenizer()
-    tiny_pangu("nano", tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def no_auth():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_AUTH_MODE", "disabled")

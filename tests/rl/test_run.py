@@ -20,19 +20,6 @@ REPORT_KEYS = {"eta", "throughput", "idle", "lag_histogram", "max_lag_consumed",
                "levels_consumed", "curves", "accuracy", "speed_model"}
 
 
-@pytest.fixture(scope="module")
-def init(tmp_path_factory) -> Path:
-    """An untrained nano checkpoint folder (model + tokenizer), as `pangu-core sft` writes one."""
-    from pangu_core.tasks.model import tiny_pangu
-    from pangu_core.tasks.tokenizer import build_tokenizer
-
-    folder = tmp_path_factory.mktemp("init")
-    tokenizer = build_tokenizer()
-    tiny_pangu("nano", tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def tiny(eta: int = 1, steps: int = 4) -> RLConfig:
     """The quick config made tiny: levels 1-2, 2 groups of 2 per step, 16-token answers."""
     config = RLConfig.from_yaml(builtin_config("rl_quick"))

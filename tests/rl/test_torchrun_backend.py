@@ -15,19 +15,6 @@ from pangu_core.rl.config import RLConfig, builtin_config
 from pangu_core.rl.run import run_rl
 
 
-@pytest.fixture(scope="module")
-def init(tmp_path_factory) -> Path:
-    """An untrained nano checkpoint folder (model + tokenizer), as `pangu-core sft` writes one."""
-    from pangu_core.tasks.model import tiny_pangu
-    from pangu_core.tasks.tokenizer import build_tokenizer
-
-    folder = tmp_path_factory.mktemp("init")
-    tokenizer = build_tokenizer()
-    tiny_pangu("nano", tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def tiny(relays: bool, prompts_per_claim: int) -> RLConfig:
     """The quick config made tiny (levels 1-2, 2 groups of 2 per step, 16-token answers), torchrun."""
     config = RLConfig.from_yaml(builtin_config("rl_quick"))
