@@ -72,7 +72,23 @@ def _control_device(dist: Any) -> torch.device:
     return _comm_device(dist)
 
 
-class RelaySource:
+class _PublisherView:
+    """What both ends of a relay report about the Publisher they hold (``self._publisher``)."""
+
+    _publisher: Publisher
+
+    @property
+    def latest_version(self) -> int:
+        """Newest version published by this end (-1 before the first)."""
+        return self._publisher.latest_version
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one version."""
+        return self._publisher.nbytes
+
+
+class RelaySource(_PublisherView):
     """The learner's end: broadcasts each published version to the relays (one per other node).
 
     ``source`` is the learner's model or state dict; ``config`` a ``"torch_distributed"``
@@ -93,16 +109,6 @@ class RelaySource:
         self.publish_s: list[float] = []
         self.bytes_per_version: dict[int, int] = {}
         self._closed = False
-
-    @property
-    def latest_version(self) -> int:
-        """Newest version sent to the relays (-1 before the first)."""
-        return self._publisher.latest_version
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of one published version."""
-        return self._publisher.nbytes
 
     @property
     def bytes_transferred(self) -> int:
@@ -146,7 +152,7 @@ class RelaySource:
         self.close()
 
 
-class Relay:
+class Relay(_PublisherView):
     """One node's relay: receives every version over torch.distributed, republishes it into ``local``.
 
     ``config``: the ``"torch_distributed"`` SyncConfig of the learner's :class:`RelaySource`.
@@ -191,16 +197,6 @@ class Relay:
     def address(self) -> str:
         """Where the node's rollout processes subscribe (the shm segment name)."""
         return self._publisher.address
-
-    @property
-    def latest_version(self) -> int:
-        """Newest version republished on this node (-1 before the first)."""
-        return self._publisher.latest_version
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of one version."""
-        return self._publisher.nbytes
 
     def step(self) -> int | None:
         """Relays one version: waits for the source's next message; the version, or None on STOP."""
