@@ -74,15 +74,23 @@ def own_sandbox_runs(tmp_path, monkeypatch):
     assert sorted(p.name for p in runs.iterdir()) == []
 
 
-@pytest.fixture(scope="module")
-def start_folder(tmp_path_factory):
-    """A randomly initialised nano model with the character tokenizer, saved as a model folder (the
-    start checkpoint of the stage drivers' tests)."""
+@pytest.fixture(scope="session")
+def save_nano():
+    """save_nano(folder, **model_kwargs): a randomly initialised nano model with the character
+    tokenizer, saved into ``folder`` as a model folder (as `pangu-core sft` writes one); returns it."""
     from pangu_core.tasks.model import tiny_pangu
     from pangu_core.tasks.tokenizer import build_tokenizer
 
-    folder = tmp_path_factory.mktemp("start")
-    tokenizer = build_tokenizer()
-    tiny_pangu("nano", tokenizer, seed=0, max_position_embeddings=160).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    def save(folder, **model_kwargs):
+        tokenizer = build_tokenizer()
+        tiny_pangu("nano", tokenizer, **model_kwargs).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return folder
+
+    return save
+
+
+@pytest.fixture(scope="module")
+def start_folder(tmp_path_factory, save_nano):
+    """The start checkpoint of the stage drivers' tests: a nano model folder with 160 positions."""
+    return save_nano(tmp_path_factory.mktemp("start"), seed=0, max_position_embeddings=160)

@@ -254,15 +254,9 @@ def _folder(tmp_path: Path) -> Path:
 # The real TRL side, 2 steps of 2 groups of 2 on an untrained nano checkpoint, in its child process:
 # the prompt ids are ours, the optimiser and sampling TRL built are the configured ones, every figure
 # the case needs is there.
-def test_real_trl_side(tmp_path):
+def test_real_trl_side(tmp_path, save_nano):
     pytest.importorskip("trl")
-    from pangu_core.tasks.model import tiny_pangu
-    from pangu_core.tasks.tokenizer import build_tokenizer
-
-    init = tmp_path / "init"
-    tokenizer = build_tokenizer()
-    tiny_pangu("nano", tokenizer).save_pretrained(init)
-    tokenizer.save_pretrained(init)
+    init = save_nano(tmp_path / "init")
     ours = rl_vs_trl.bench_config(TINY, 0, 0)
     result = rl_vs_trl.run_child({"side": "trl", "config": ours.to_dict(), "init": str(init)}, tmp_path / "trl")
     assert "error" not in result, result.get("error")
@@ -279,14 +273,8 @@ def test_real_trl_side(tmp_path):
 
 
 # The real `pangu-core rl` side (eta = 1) in its child process: the figures it reads from report.json.
-def test_real_ours_side(tmp_path):
-    from pangu_core.tasks.model import tiny_pangu
-    from pangu_core.tasks.tokenizer import build_tokenizer
-
-    init = tmp_path / "init"
-    tokenizer = build_tokenizer()
-    tiny_pangu("nano", tokenizer).save_pretrained(init)
-    tokenizer.save_pretrained(init)
+def test_real_ours_side(tmp_path, save_nano):
+    init = save_nano(tmp_path / "init")
     ours = rl_vs_trl.bench_config(TINY, 1, 0)
     result = rl_vs_trl.run_child({"side": "ours", "config": ours.to_dict(), "init": str(init)}, tmp_path / "ours")
     assert "error" not in result, result.get("error")

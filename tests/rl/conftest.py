@@ -8,13 +8,6 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def init(tmp_path_factory) -> Path:
+def init(tmp_path_factory, save_nano) -> Path:
     """An untrained nano checkpoint folder (model + tokenizer), as `pangu-core sft` writes one."""
-    from pangu_core.tasks.model import tiny_pangu
-    from pangu_core.tasks.tokenizer import build_tokenizer
-
-    folder = tmp_path_factory.mktemp("init")
-    tokenizer = build_tokenizer()
-    tiny_pangu("nano", tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_nano(tmp_path_factory.mktemp("init"))

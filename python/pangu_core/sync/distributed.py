@@ -30,11 +30,11 @@ _sync = _core.sync
 _STREAMS = 2  # gloo connections a version is striped over (more only add contention here)
 
 
-def _dist() -> Any:
+def _dist(who: str = "transport 'torch_distributed'") -> Any:
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError("transport 'torch_distributed': call torch.distributed.init_process_group first")
+        raise RuntimeError(f"{who}: call torch.distributed.init_process_group first")
     return dist
 
 

@@ -47,14 +47,6 @@ __all__ = ["RelaySource", "Relay"]
 PUBLISH, STOP = 1, 0
 
 
-def _dist() -> Any:
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError("relay: call torch.distributed.init_process_group first")
-    return dist
-
-
 def _check(config: SyncConfig, what: str) -> SyncConfig:
     if not isinstance(config, SyncConfig):
         raise TypeError(f"{what}: expected a SyncConfig, got {type(config).__name__}")
@@ -66,10 +58,13 @@ def _check(config: SyncConfig, what: str) -> SyncConfig:
     return config
 
 
-def _control_device(dist: Any) -> torch.device:
-    from pangu_core.sync.distributed import _comm_device
+def _world() -> tuple[Any, torch.device]:
+    """The initialised torch.distributed module and the device its collectives use (the transport's
+    own helpers, imported here so that importing pangu_core.sync never imports torch.distributed)."""
+    from pangu_core.sync.distributed import _comm_device, _dist
 
-    return _comm_device(dist)
+    dist = _dist("relay")
+    return dist, _comm_device(dist)
 
 
 class _PublisherView:
@@ -98,11 +93,11 @@ class RelaySource(_PublisherView):
 
     def __init__(self, source: Any, config: SyncConfig) -> None:
         self.config = _check(config, "config")
-        dist = self._dist = _dist()
+        dist, self._device = _world()
+        self._dist = dist
         if dist.get_rank() != config.src_rank:
             raise ValueError(f"src_rank: a RelaySource runs on the learner's rank {config.src_rank}, "
                              f"this is rank {dist.get_rank()}")
-        self._device = _control_device(dist)
         dist.broadcast_object_list([layout_text(describe(source, config.publish_dtype))], src=config.src_rank)
         self._publisher = Publisher(source, config)
         self.relays = dist.get_world_size() - 1
@@ -169,10 +164,10 @@ class Relay(_PublisherView):
         if local.transport == "torch_distributed":
             raise ValueError("local.transport: expected a node-local transport ('shm' or 'inprocess'), "
                              "got 'torch_distributed'")
-        dist = self._dist = _dist()
+        dist, self._device = _world()
+        self._dist = dist
         if dist.get_rank() == config.src_rank:
             raise ValueError(f"src_rank: rank {config.src_rank} is the learner's; a Relay runs on the other ranks")
-        self._device = _control_device(dist)
         box: list[Any] = [None]
         dist.broadcast_object_list(box, src=config.src_rank)
         self.specs = parse_layout_text(box[0])
