@@ -207,7 +207,7 @@ class Coordinator:
         self._issued = start_version * config.chunk_groups   # prompts handed out and not handed back
         self.submitted = 0        # groups offered to the queue
         self.stopped = threading.Event()
-        self._arrived = threading.Condition()  # notified after every put (take_batch's chunk wait)
+        self._arrived = threading.Condition()  # notified after each submit (take_batch's chunk wait)
         self.lag_histogram: Counter[int] = Counter()
         self.handed_back = 0
         self.skipped = 0          # over-generated groups that left the queue unused (rollout_groups)
@@ -261,6 +261,7 @@ class Coordinator:
                 self.submitted += 1
                 self.generated[group.prompt.index] += 1
             self._give_back(back)
+        if self.config.rollout_groups is not None:     # the only waiter: take_batch's chunk wait
             with self._arrived:
                 self._arrived.notify_all()
 
