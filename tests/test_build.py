@@ -27,7 +27,8 @@ def test_version_is_defined_once_and_matches_the_core():
 def test_build_info_reports_compiler_threads_and_isa_paths():
     info = pangu_core.build_info()
     assert info["compiler"]
-    assert info["threads_backend"] == "pool"  # one thread system for every parallel loop, no OpenMP
+    assert info["threads_backend"] in ("openmp", "pool")  # the one executor of every parallel loop
+    assert isinstance(info["openmp"], bool)
     assert info["isa_compiled"][0] == "scalar"
     assert info["isa_detected"] in info["isa_compiled"]
     assert info["isa_selected"] in pangu_core.available_isas()

@@ -9,6 +9,7 @@
 #include "bindings/tensor_caster.h"
 #include "common/cpu_features.h"
 #include "common/testing.h"
+#include "common/work_pool.h"
 
 namespace py = pybind11;
 
@@ -39,6 +40,8 @@ void bind(py::module_& m) {
         py::arg("fail_group"), Release(), "Per-group run counts of one work-pool call.");
   t.def("parallel_for_ranges", &testing::parallel_for_ranges, py::arg("n"), py::arg("grain"),
         py::arg("fail_index"), Release(), "The (begin, end) ranges one parallel_for call handed out.");
+  t.def("set_threads_backend", [](const std::string& name) { set_threads_backend(name, "name"); },
+        py::arg("name"), "Selects the executor of every later parallel call: 'openmp' or 'pool'.");
   t.def("resolve_isa", [](const std::string& name, const std::string& detected) {
     return isa_name(resolve_isa(name, "PANGU_ISA", parse_isa(detected, "detected")));
   }, py::arg("name"), py::arg("detected"), "How PANGU_ISA=name resolves on a CPU whose best level is detected.");

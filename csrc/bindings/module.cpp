@@ -37,7 +37,8 @@ py::dict build_info() {
   py::dict info;
   info["version"] = PANGU_VERSION;
   info["compiler"] = PANGU_COMPILER;
-  info["threads_backend"] = pangu::kThreadsBackend;
+  info["threads_backend"] = pangu::threads_backend();
+  info["openmp"] = pangu::built_with_openmp();
   py::list compiled;
   std::string paths = PANGU_ISA_PATHS;
   size_t start = 0;
@@ -72,6 +73,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "pangu_core C++ core (no libtorch; tensors arrive zero-copy through DLPack)";
   // A bad PANGU_ISA fails the import (pybind11 turns the error into ImportError with its message).
   pangu::apply_isa_environment();
+  // So does a bad PANGU_THREADS.
+  pangu::apply_threads_environment();
 
   g_queue_full = PyErr_NewExceptionWithDoc("pangu_core._core.QueueFull",
                                            "A put found the queue at capacity (overflow policy 'reject').",

@@ -1,6 +1,7 @@
 // Thread count shared by every parallel part, and the parallel loop they use. Every loop runs on the
-// work pool (work_pool.h): the calling thread works too, ranges are claimed dynamically so a thread
-// that lost its core to another process simply takes fewer, and helpers sleep between calls.
+// one executor of work_pool.h (the process's OpenMP team, or the core's own pool): the calling thread
+// works too, and ranges are claimed dynamically so a thread that lost its core to another process
+// simply takes fewer.
 #pragma once
 
 #include <algorithm>
@@ -9,9 +10,6 @@
 #include "common/work_pool.h"
 
 namespace pangu {
-
-// The thread system parallel loops run on, as build_info() reports it.
-constexpr const char* kThreadsBackend = "pool";
 
 // Threads a parallel_for uses: set_num_threads(n), else OMP_NUM_THREADS (read once, at first use),
 // else the core count. Thread-safe.

@@ -1,16 +1,25 @@
 #include "common/work_pool.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include "common/errors.h"
+
+#ifdef PANGU_WITH_OPENMP
+#include <omp.h>
+#endif
 
 namespace pangu {
 namespace {
@@ -143,6 +152,35 @@ class Pool {
   int sleepers_ = 0;                  // helpers blocked in wake_; guarded by mutex_
 };
 
+// Which executor run_groups uses; written by apply_threads_environment (at import) and by the
+// fork handler, read by every call.
+std::atomic<bool> g_use_openmp{
+#ifdef PANGU_WITH_OPENMP
+    true
+#else
+    false
+#endif
+};
+
+// A forked child has none of its parent's OpenMP threads, and libgomp waits for them forever in the
+// child's first parallel region; the child uses the pool, which starts helpers of its own.
+void after_fork_in_child() { g_use_openmp.store(false); }
+const int g_fork_handler = pthread_atfork(nullptr, nullptr, after_fork_in_child);
+
+void run_on_openmp(Job& job) {
+#ifdef PANGU_WITH_OPENMP
+  // Inside another parallel region (nesting is off by default) the team is the calling thread alone,
+  // which then claims every group.
+#pragma omp parallel num_threads(job.helpers + 1)
+  {
+    int64_t first = job.next.fetch_add(1);
+    if (first < job.groups) work(job, first);
+  }
+#else
+  (void)job;
+#endif
+}
+
 }  // namespace
 
 void run_groups(int64_t groups, int threads, const std::function<void(int64_t, const ClaimGroup&)>& body) {
@@ -156,8 +194,35 @@ void run_groups(int64_t groups, int threads, const std::function<void(int64_t, c
   job->groups = groups;
   job->helpers = static_cast<int>(std::min<int64_t>(threads - 1, groups - 1));
   job->body = &body;
-  Pool::instance().run(job);
+  if (g_use_openmp.load(std::memory_order_relaxed)) {
+    run_on_openmp(*job);
+  } else {
+    Pool::instance().run(job);
+  }
   if (job->error) std::rethrow_exception(job->error);
+}
+
+const char* threads_backend() { return g_use_openmp.load() ? "openmp" : "pool"; }
+
+bool built_with_openmp() {
+#ifdef PANGU_WITH_OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+void set_threads_backend(const std::string& name, const char* what) {
+  PANGU_CHECK(name == "openmp" || name == "pool", Value, what, ": expected 'openmp' or 'pool', got '", name, "'");
+  PANGU_CHECK(name == "pool" || built_with_openmp(), Value, what,
+              ": 'openmp' asked for, but this build of the core has no OpenMP");
+  g_use_openmp.store(name == "openmp");
+}
+
+void apply_threads_environment() {
+  (void)g_fork_handler;
+  const char* env = std::getenv("PANGU_THREADS");
+  if (env != nullptr && *env != '\0') set_threads_backend(env, "PANGU_THREADS");
 }
 
 }  // namespace pangu

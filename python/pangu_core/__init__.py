@@ -54,7 +54,8 @@ __all__ = [
 def build_info() -> dict[str, Any]:
     """How the core was built and what it runs on this machine.
 
-    Keys: version, compiler, threads_backend ("pool": the core's one thread system), isa_compiled
+    Keys: version, compiler, threads_backend (the executor of every parallel loop: "openmp", the
+    process's OpenMP team, or "pool", the core's own threads), openmp (built with it), isa_compiled
     (paths in the binary), isa_detected (best the CPU supports), isa_selected (what dispatch uses
     now), threads, ascend (Ascend C kernels built), sanitizer ("", "address" or "thread").
     """
