@@ -63,7 +63,7 @@ def test_generate_and_sft_step_do_the_same_work(tiny_pair):
         assert torch.allclose(wp, ws, atol=1e-5), name  # the AdamW step moved both the same way
 
 
-def test_model_case_records_fields(monkeypatch):
+def test_model_case_records_fields(monkeypatch, check_spread):
     monkeypatch.setattr(bench_model, "SHAPES", {"generate_micro_ctx2k": dict(batch=2, prompt=16, new_tokens=3),
                                                 "sft_step_micro": dict(batch=2, seq=16)})
     monkeypatch.setattr(bench_model, "model_config", _tiny_config)
@@ -73,6 +73,7 @@ def test_model_case_records_fields(monkeypatch):
         assert case["repeats"] == 3 and case["child_process"] is False
         assert case["ours"] > 0 and case["baseline_value"] > 0
         assert "sdpa" in case["baseline"]
+        check_spread(case)
     assert case["first_loss_ours"] == pytest.approx(case["first_loss_baseline"], rel=1e-4)
     with pytest.raises(ValueError, match="name: unknown model case 'nope'"):
         bench_model.run_case("nope", quick=True, device="cpu")
@@ -121,7 +122,7 @@ def test_read_ceiling_reads_the_case_bytes():
 
 @pytest.mark.parametrize("kind,dtype", [("prefill", torch.bfloat16), ("decode", torch.bfloat16),
                                         ("fwdbwd", torch.float32)])
-def test_kernel_case_records_fields_and_its_dtype_ceiling(monkeypatch, kind, dtype):
+def test_kernel_case_records_fields_and_its_dtype_ceiling(monkeypatch, kind, dtype, check_spread):
     monkeypatch.setattr(bench_attn, "GEMM_SIZES", (64,))
     c = bench_attn.Case(f"{kind}_tiny", kind, dtype, 4, 2, 16, 64)
     case = bench_attn.run_case(c, quick=False, device="cpu")
@@ -130,6 +131,7 @@ def test_kernel_case_records_fields_and_its_dtype_ceiling(monkeypatch, kind, dty
     assert case["shape"]["dtype"] == ("bfloat16" if dtype == torch.bfloat16 else "float32")
     assert case["ceiling_value"] == max(case["ceiling_candidates"].values())
     assert case["ceiling_fraction"] == pytest.approx(case["ours"] / case["ceiling_value"])
+    check_spread(case)
     if kind == "decode":
         assert case["metric"] == "GB/s" and case["ceiling"].startswith("read:")
         assert case["bytes_read"] == 2 * 2 * 64 * 16 * 2

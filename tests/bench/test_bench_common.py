@@ -1,4 +1,5 @@
-"""make_case's failure path (NaN ratio, failed flag), the recorded fields, and the table's flags."""
+"""make_case's failure path (NaN ratio, failed flag), the recorded fields (ratio_range among them),
+ratio_range's per-repetition ratios, and the table's flags and spread column."""
 
 from __future__ import annotations
 
@@ -101,3 +102,70 @@ def test_each_case_reports_a_progress_line(monkeypatch, capsys):
     common.make_case("loud", "GB/s", 0.0, "b", 1.0, repeats=5, child_process=False)
     err = capsys.readouterr().err
     assert err.startswith("[bench] loud: ours 0 GB/s, baseline 1, ratio nanx") and "[FAILED: ours is 0" in err
+
+
+def test_ratio_range_pairs_repetitions_of_times():
+    # Seconds: ratio_i = baseline_i / ours_i, so ours' slow repetition 3 gives the lowest ratio.
+    assert common.ratio_range([1.0, 2.0, 4.0], [2.0, 3.0, 4.0]) == [1.0, 2.0]
+    # Paired by index, not sorted: the same values in another order pair differently.
+    assert common.ratio_range([4.0, 2.0, 1.0], [2.0, 3.0, 4.0]) == [0.5, 4.0]
+
+
+def test_ratio_range_of_rates_is_that_of_the_times_behind_them():
+    ours_s, base_s = [0.5, 0.25, 0.4], [1.0, 1.0, 0.6]
+    work = 8.0
+    rates = common.ratio_range([work / t for t in ours_s], [work / t for t in base_s], higher_is_better=True)
+    assert rates == pytest.approx(common.ratio_range(ours_s, base_s))
+    assert rates == pytest.approx([1.5, 4.0])
+    # Unequal work per run (e.g. more items in a run of ours) counts through the rates.
+    assert common.ratio_range([30.0, 20.0], [10.0, 5.0], higher_is_better=True) == [3.0, 4.0]
+
+
+@pytest.mark.parametrize("ours, baseline", [
+    ([], []),                          # nothing measured
+    ([1.0, 2.0], [1.0]),               # unequal counts: nothing to pair
+    ([1.0, 0.0], [1.0, 1.0]),          # a zero time
+    ([1.0, float("nan")], [1.0, 1.0]),
+    ([1.0, 1.0], [float("inf"), 1.0]),
+    ([1.0, -1.0], [1.0, 1.0]),
+])
+def test_ratio_range_is_none_without_usable_pairs(ours, baseline):
+    assert common.ratio_range(ours, baseline) is None
+    assert common.ratio_range(ours, baseline, higher_is_better=True) is None
+
+
+def test_make_case_records_ratio_range_as_floats():
+    case = common.make_case("c", "GB/s", 10.0, "b", 4.0, repeats=5, child_process=False, ratio_range=(2, 3))
+    assert case["ratio_range"] == [2.0, 3.0] and all(isinstance(v, float) for v in case["ratio_range"])
+    assert "ratio_range" not in common.make_case("c", "GB/s", 10.0, "b", 4.0, repeats=5, child_process=False)
+    assert common.make_case("c", "GB/s", 10.0, "b", 4.0, repeats=5, child_process=False,
+                            ratio_range=None).keys() == case.keys() - {"ratio_range"}
+
+
+def test_a_failed_case_records_no_ratio_range():
+    zero = common.make_case("c", "GB/s", 0.0, "b", 4.0, repeats=5, child_process=False, ratio_range=[2.0, 3.0])
+    bad_ceiling = common.make_case("c", "GB/s", 10.0, "b", 4.0, repeats=5, child_process=False,
+                                   ceiling="memcpy", ceiling_value=float("nan"), ratio_range=[2.0, 3.0])
+    for case in (zero, bad_ceiling):
+        assert case["failed"] is True and "ratio_range" not in case
+
+
+@pytest.mark.parametrize("bad", [
+    [1.0], [1.0, 2.0, 3.0], [], [3.0, 2.0], [float("nan"), 2.0], [1.0, float("inf")], ["1", 2.0],
+    [True, 2.0], [None, 2.0], 2.0, "12", {1.0: 2.0},
+])
+def test_make_case_refuses_a_malformed_ratio_range(bad):
+    with pytest.raises(ValueError, match="ratio_range: expected \\[lo, hi\\], two finite numbers with lo <= hi"):
+        common.make_case("c", "GB/s", 10.0, "b", 4.0, repeats=5, child_process=False, ratio_range=bad)
+
+
+def test_the_table_shows_the_spread():
+    spread = common.make_case("spread", "GB/s", 10.0, "b", 4.0, repeats=5, child_process=False,
+                              ratio_range=[2.1, 2.6])
+    plain = common.make_case("plain", "GB/s", 10.0, "b", 4.0, repeats=5, child_process=False)
+    lines = bench.format_table(_doc(spread, plain)).splitlines()
+    header = lines[1]
+    start, end = header.index("spread"), header.index("ceiling %")
+    row = {line.split()[0]: line for line in lines[3:]}
+    assert row["spread"][start:end].strip() == "2.1-2.6x"
+    assert row["plain"][start:end].strip() == ""

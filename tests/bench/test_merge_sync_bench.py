@@ -36,11 +36,18 @@ def test_torch_threads_sets_and_restores():
 def test_interleaved_medians_alternates_and_counts_rounds():
     calls: list[str] = []
     checked: list[str] = []
-    ours_s, theirs_s = common.interleaved_medians(lambda: calls.append("o"), lambda: calls.append("t"),
-                                                  repeats=3, warmup=1, between=checked.append)
+    ours_s, theirs_s, spread = common.interleaved_medians(lambda: calls.append("o"), lambda: calls.append("t"),
+                                                          repeats=3, warmup=1, between=checked.append)
     assert calls == ["o", "t"] * 4
     assert checked == ["ours", "theirs"] * 4
     assert ours_s >= 0 and theirs_s >= 0
+    assert spread is None or spread[0] <= spread[1]
+
+
+def test_interleaved_medians_gives_the_range_of_paired_repetitions(monkeypatch):
+    seconds = {"ours": [1.0, 2.0, 4.0], "theirs": [2.0, 3.0, 4.0]}  # per-repetition ratios 2, 1.5, 1
+    monkeypatch.setattr(common, "interleaved_times", lambda *_, **__: [seconds["ours"], seconds["theirs"]])
+    assert common.interleaved_medians(lambda: None, lambda: None, repeats=3) == (2.0, 3.0, [1.0, 2.0])
 
 
 @pytest.mark.parametrize("method, streams", [("linear", 4), ("ties", 5)])
@@ -62,7 +69,7 @@ def test_inmem_baseline_merges_the_same(method, streams):
         assert mine[name].dtype == theirs[name].dtype == torch.bfloat16
 
 
-def test_inmem_cases_fields():
+def test_inmem_cases_fields(check_spread):
     cases = bench_merge._inmem_cases(quick=True, ceiling=10.0, threads=1)
     assert [c["case"] for c in cases] == ["inmem_linear_bf16_n3", "inmem_ties_bf16_n3"]
     for c, streams in zip(cases, (4, 5)):
@@ -72,9 +79,10 @@ def test_inmem_cases_fields():
         assert c["repeats"] >= 5 and c["child_process"] is False
         assert "1 torch threads" in c["baseline"]
         assert c["ours"] > 0 and c["baseline_value"] > 0
+        check_spread(c)
 
 
-def test_file_cases_name_sizes_and_mergekit(capfd):
+def test_file_cases_name_sizes_and_mergekit(capfd, check_spread):
     cases = bench_merge._file_cases(quick=True, threads=1)
     assert [c["case"] for c in cases] == ["file_linear_n3", "file_ties_n3"]
     missing = bench_merge._mergekit_available()
@@ -84,17 +92,19 @@ def test_file_cases_name_sizes_and_mergekit(capfd):
         assert "parameters" in c["sizes"] and "MB" in c["sizes"]
         if missing:  # honest: no baseline figure, the reason in the case
             assert math.isnan(c["baseline_value"]) and "not installed" in c["baseline"]
-            assert c["baseline_note"] == missing
+            assert c["baseline_note"] == missing and "ratio_range" not in c
         else:
             assert c["outputs_equal_within_rounding"], c
+            check_spread(c)
             assert c["baseline_repeats"] == c["repeats"] and "1 torch threads" in c["baseline"]
     assert "[bench merge] file_ties_n3: round 1/" in capfd.readouterr().err
 
 
 
-def test_flatten_baseline_and_ours_deliver_the_state():
+def test_flatten_baseline_and_ours_deliver_the_state(check_spread):
     case = bench_sync.bench_flatten(2 * MB, repeats=1)  # raises if either side's output differs
     assert CASE_FIELDS <= set(case)
+    check_spread(case)
     assert case["case"] == "flatten_1g" and case["child_process"] is False and case["repeats"] == 1
     assert "torch.cat(out=preallocated)" in case["baseline"]
     assert case["ceiling_value"] > 0
@@ -111,9 +121,10 @@ def test_flatten_check_catches_a_wrong_copy(monkeypatch):
     assert not real(state)
 
 
-def test_publish_pull_both_sides_deliver_the_state():
+def test_publish_pull_both_sides_deliver_the_state(check_spread):
     case = bench_sync.bench_publish_pull(2 * MB, repeats=1)  # the reader checks after every call
     assert CASE_FIELDS <= set(case)
+    check_spread(case)
     assert case["child_process"] is True and case["device"] == "cpu" and case["repeats"] == 1
     assert "share_memory_()" in case["baseline"]
     assert case["ours"] > 0 and case["baseline_value"] > 0
@@ -139,9 +150,10 @@ def test_bucketed_broadcast_buckets():
     assert [[t.numel() for t in g] for g in buckets] == [[100, 200], [5000], [50, 50]]
 
 
-def test_gloo_both_sides_deliver_the_state():
+def test_gloo_both_sides_deliver_the_state(check_spread):
     case = bench_sync.bench_gloo(2 * MB, repeats=1, bucket_mb=1)  # rank 1 checks after every call
     assert CASE_FIELDS <= set(case)
+    check_spread(case)
     assert case["child_process"] is True and case["repeats"] == 1
     assert "async_op=True" in case["baseline"] and "1 MB" in case["baseline"]
     assert case["baseline_buckets"] > 1

@@ -59,13 +59,14 @@ def test_fresh_interpreter_baseline_passes_the_same_tests():
 
 
 @pytest.mark.usefixtures("own_sandbox_runs")
-def test_cases_carry_the_shared_fields(capsys):
+def test_cases_carry_the_shared_fields(capsys, check_spread):
     cases = bench.math_cases(4, 2, repeats=1) + [bench.code_case(2, repeats=1)]
     assert [c["case"] for c in cases] == ["math_verify_1k", "math_verify_1k_safe", "code_exec_200"]
     for case in cases:
         assert case["repeats"] == 1 and case["child_process"] is True
         assert math.isfinite(case["ours"]) and math.isfinite(case["baseline_value"])
         assert case["baseline"]
+        check_spread(case)
     assert cases[0]["agreement"] == cases[1]["agreement"] == 1.0
     assert "ProcessPoolExecutor, 2 processes" in cases[0]["baseline"]
     assert {"p50_s", "p99_s", "baseline_p50_s", "baseline_p99_s"} <= set(cases[1])

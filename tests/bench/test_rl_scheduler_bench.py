@@ -10,7 +10,7 @@ from pangu_core.bench import rl_scheduler
 
 # Registered under its name; one case, with the fixed id, the named baseline, the ceiling at twice
 # the sync arm (so ceiling_fraction = ratio / 2), and both arms within their staleness bounds.
-def test_case_structure(monkeypatch):
+def test_case_structure(monkeypatch, check_spread):
     monkeypatch.setitem(rl_scheduler.SIZES, "quick", (2, 2, 4, 3, 1))
     assert bench.registry()["rl_scheduler"] == "pangu_core.bench.rl_scheduler"
     document = bench.run("rl_scheduler", quick=True, log=None)
@@ -20,6 +20,7 @@ def test_case_structure(monkeypatch):
     assert case["baseline"] == rl_scheduler.BASELINE and case["ceiling"] == rl_scheduler.CEILING
     assert case["repeats"] == 1 and case["child_process"] is False and not case.get("failed")
     assert case["ratio"] == pytest.approx(case["ours"] / case["baseline_value"])
+    check_spread(case)  # one repetition: lo = hi = ratio
     assert case["ceiling_value"] == pytest.approx(2.0 * case["baseline_value"])
     assert case["ceiling_fraction"] == pytest.approx(case["ratio"] / 2.0)
     assert case["g_s_per_batch"] == pytest.approx(case["t_s_per_batch_calibrated"])

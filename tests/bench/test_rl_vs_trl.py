@@ -138,7 +138,7 @@ def fake_runner(calls, trl_1t=0.5):
 
 # Two cases from the runs: ratio = median ours / median TRL groups/s, every figure per seed and as
 # medians, goals judged, arms rotated per seed, the PNG written and named.
-def test_case_structure(tmp_path, monkeypatch):
+def test_case_structure(tmp_path, monkeypatch, check_spread):
     monkeypatch.setattr(rl_vs_trl, "trl_version", lambda: "9.9.9")
     calls = []
     size = {**TINY, "seeds": (0, 1, 2)}
@@ -150,6 +150,9 @@ def test_case_structure(tmp_path, monkeypatch):
         assert case["metric"] == "groups/s" and case["baseline"] == rl_vs_trl.BASELINE
         assert case["ours"] == pytest.approx(ours_gps) and case["baseline_value"] == pytest.approx(1.1)
         assert case["ratio"] == pytest.approx(case["ours"] / case["baseline_value"])
+        # Seed by seed: ours (2 or 3) + 0.1 seed over TRL's 1 + 0.1 seed; the extremes are seeds 0 and 2.
+        assert case["ratio_range"] == pytest.approx(sorted([ours_gps - 0.1, (ours_gps + 0.1) / 1.2]))
+        check_spread(case)
         assert case["repeats"] == 3 and case["child_process"] is True and not case.get("failed")
         assert case["trl_version"] == "9.9.9" and case["seeds"] == [0, 1, 2] and case["trl_threads"] == 2
         assert case["ratio_by_trl_threads"]["1"] == pytest.approx(ours_gps / 0.6)
@@ -201,9 +204,18 @@ def test_failed_side_fails_the_case(tmp_path, monkeypatch):
         return {"error": "trl child exited with 1: boom"} if spec["side"] == "trl" else good(spec, folder)
 
     cases = rl_vs_trl.run(size=TINY, init=_folder(tmp_path), figure=tmp_path / "f.png", runner=runner)
-    assert all(c["failed"] and math.isnan(c["ratio"]) for c in cases)
+    assert all(c["failed"] and math.isnan(c["ratio"]) and "ratio_range" not in c for c in cases)
     assert cases[0]["errors"] == ["trl child exited with 1: boom"] * 2 and cases[0]["ours"] == pytest.approx(2.0)
     assert bench.failed_cases({"cases": cases}) == ["sync_vs_trl", "async_vs_trl"]
+
+
+# The spread pairs the sides seed by seed, over the seeds both completed (a failed run drops its seed),
+# not by position in the lists of runs.
+def test_ratio_range_pairs_runs_by_seed():
+    ours = {"seeds": [0, 2], "groups_per_s": [2.0, 6.0]}
+    trl = {"seeds": [0, 1, 2], "groups_per_s": [1.0, 5.0, 2.0]}
+    assert rl_vs_trl._seed_ratio_range(ours, trl) == [2.0, 3.0]
+    assert rl_vs_trl._seed_ratio_range({"seeds": [], "groups_per_s": []}, trl) is None
 
 
 # Without TRL both cases are skipped with the reason, and nothing runs.

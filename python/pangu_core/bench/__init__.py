@@ -105,23 +105,25 @@ def format_table(doc: dict[str, Any]) -> str:
     """A readable terminal table of one benchmark document.
 
     Columns: the case, its metric, ours, the named baseline and its value, the ratio (how many
-    times better ours is), the share of the ceiling, repetitions per side (with "child" when a side
-    ran in a child process), the peak-memory figures the case measured, and a status: FAILED (NaN
-    or zero measurement), "ceiling exceeded" (ceiling_fraction above 1.05: the ceiling is wrong),
-    or skipped with its reason.
+    times better ours is), its spread (the lowest and highest per-repetition ratio, e.g.
+    "2.1-2.6x", from ``ratio_range``; empty without one), the share of the ceiling, repetitions
+    per side (with "child" when a side ran in a child process), the peak-memory figures the case
+    measured, and a status: FAILED (NaN or zero measurement), "ceiling exceeded" (ceiling_fraction
+    above 1.05: the ceiling is wrong), or skipped with its reason.
     """
-    header = ("case", "metric", "ours", "baseline", "base value", "ratio", "ceiling %", "repeats",
+    header = ("case", "metric", "ours", "baseline", "base value", "ratio", "spread", "ceiling %", "repeats",
               "peak memory", "status")
     rows = [header]
     for c in doc["cases"]:
         frac = c.get("ceiling_fraction")
+        spread = c.get("ratio_range")
         repeats = "" if c.get("repeats") is None else str(c["repeats"])
         if c.get("child_process"):
             repeats += " child"
         rows.append((
             c["case"], c["metric"], _fmt(c["ours"]), c["baseline"], _fmt(c["baseline_value"]),
-            _fmt(c["ratio"]) + "x", "" if frac is None else _percent(frac), repeats,
-            memory_figures(c), case_status(c),
+            _fmt(c["ratio"]) + "x", "" if spread is None else f"{_fmt(spread[0])}-{_fmt(spread[1])}x",
+            "" if frac is None else _percent(frac), repeats, memory_figures(c), case_status(c),
         ))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
     lines = [f"== {doc['bench']} ({doc['machine']['cpu']}, {doc['machine']['threads']} threads, "

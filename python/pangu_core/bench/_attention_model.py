@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from pangu_core import attention as attn
-from pangu_core.bench.common import interleaved_times, make_case, torch_threads
+from pangu_core.bench.common import interleaved_times, make_case, ratio_range, torch_threads
 
 CASE_NAMES = ("generate_micro_ctx2k", "sft_step_micro")
 BASELINE = 'transformers attn_implementation="sdpa" (torch SDPA), same model, weights, inputs and threads'
@@ -151,4 +151,5 @@ def _measure(name: str, quick: bool, device: str, threads: int) -> dict:
                       metric_note="trained tokens (8 x 1024) / step seconds (forward, backward, AdamW)")
     t_ours, t_base = statistics.median(times[0]), statistics.median(times[1])
     return make_case(name, "tokens/s", tokens / t_ours, BASELINE, tokens / t_base,
-                     seconds_ours=t_ours, seconds_baseline=t_base, **fields)
+                     ratio_range=ratio_range(times[0], times[1]), seconds_ours=t_ours, seconds_baseline=t_base,
+                     **fields)

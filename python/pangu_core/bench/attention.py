@@ -23,7 +23,8 @@ from typing import Callable
 import torch
 
 from pangu_core import attention as attn
-from pangu_core.bench.common import MIN_REPEATS, interleaved_times, make_case, skipped_case, torch_threads
+from pangu_core.bench.common import (MIN_REPEATS, interleaved_times, make_case, ratio_range, skipped_case,
+                                     torch_threads)
 from pangu_core.tensors import dtype_name
 
 NAME = "attention"
@@ -196,6 +197,7 @@ def _measure(c: Case, quick: bool, device: str, threads: int) -> dict:
     ceiling_value, ceiling_name = max(rates)
     fields = dict(
         repeats=repeats, child_process=False, seconds_ours=t_ours, seconds_baseline=t_base, threads=threads,
+        ratio_range=ratio_range(times[0], times[1]),  # both sides do the same work: a ratio of times
         device=device, backend=attn.backend_for(q.device).name,
         ceiling_candidates={name: rate for rate, name in rates},
         shape=dict(batch=1, heads=c.heads, kv_heads=c.kv_heads, head_dim=c.dim, q_len=q.shape[2], kv_len=length,

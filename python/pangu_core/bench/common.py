@@ -1,7 +1,7 @@
 """Shared measurement helpers for `pangu-core bench`: timing medians, machine info, ceilings.
 
 Every benchmark measures ours and its baseline in the same process run, repeats each at least five
-times, and reports medians. Nothing here asserts on speed.
+times, and reports medians and the range of the per-repetition ratios. Nothing here asserts on speed.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any, Callable, Iterator, TextIO
 
 MIN_REPEATS = 5
@@ -51,14 +52,35 @@ def interleaved_times(
     return times
 
 
+def ratio_range(ours: Sequence[float], baseline: Sequence[float], *,
+                higher_is_better: bool = False) -> list[float] | None:
+    """[lowest, highest] per-repetition ratio of paired repetitions (repetition i of ours against
+    repetition i of the baseline), each ratio "how many times better ours is" as in :func:`make_case`.
+
+    ``ours`` and ``baseline`` are seconds by default (ratio baseline_i / ours_i); with
+    ``higher_is_better`` they are rates (ratio ours_i / baseline_i, the same figure for rates of
+    equal work). None when there is nothing to pair: no repetitions, unequal counts, or a value that
+    is not a usable measurement (missing, NaN, infinite, zero or negative).
+    """
+    if not ours or len(ours) != len(baseline):
+        return None
+    if any(_measurement_problem("repetition", v) for v in (*ours, *baseline)):
+        return None
+    pairs = zip(ours, baseline)
+    ratios = [o / b for o, b in pairs] if higher_is_better else [b / o for o, b in pairs]
+    return [min(ratios), max(ratios)]
+
+
 def interleaved_medians(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int = MIN_REPEATS,
-                        warmup: int = 1, between: Callable[[str], None] | None = None) -> tuple[float, float]:
-    """Median seconds of ``ours()`` and ``theirs()`` from :func:`interleaved_times`; ``between(side)``
-    ("ours" or "theirs") runs untimed after each call."""
+                        warmup: int = 1, between: Callable[[str], None] | None = None
+                        ) -> tuple[float, float, list[float] | None]:
+    """Median seconds of ``ours()`` and ``theirs()`` from :func:`interleaved_times`, and the
+    :func:`ratio_range` of their paired repetitions; ``between(side)`` ("ours" or "theirs") runs
+    untimed after each call."""
     sides = ("ours", "theirs")
     times = interleaved_times([ours, theirs], repeats, warmup=warmup,
                               after=None if between is None else lambda i: between(sides[i]))
-    return statistics.median(times[0]), statistics.median(times[1])
+    return statistics.median(times[0]), statistics.median(times[1]), ratio_range(times[0], times[1])
 
 
 @contextlib.contextmanager
@@ -155,6 +177,17 @@ def _measurement_problem(name: str, value: Any) -> str | None:
     return None
 
 
+def _checked_range(value: Any) -> list[float]:
+    """``value`` as [lo, hi] floats; ValueError naming ratio_range unless it is two finite numbers, lo <= hi."""
+    def finite(v: Any) -> bool:
+        return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2 \
+            or not all(finite(v) for v in value) or value[0] > value[1]:
+        raise ValueError(f"ratio_range: expected [lo, hi], two finite numbers with lo <= hi, got {value!r}")
+    return [float(value[0]), float(value[1])]
+
+
 def make_case(
     case: str,
     metric: str,
@@ -167,6 +200,7 @@ def make_case(
     higher_is_better: bool = True,
     ceiling: str | None = None,
     ceiling_value: float | None = None,
+    ratio_range: Sequence[float] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """One case of the benchmark JSON.
@@ -175,6 +209,9 @@ def make_case(
     lower is better (times). ``ceiling_fraction`` = ours / ceiling_value when a ceiling applies.
     ``repeats`` is how many repetitions per side were measured (medians reported) and
     ``child_process`` whether ours or the baseline ran in a child process; both are recorded.
+    ``ratio_range`` is [lowest, highest] ratio of single repetitions (from :func:`ratio_range` of
+    the paired repetitions), the spread behind the median ``ratio``; recorded as two floats unless
+    the case failed. Anything but two finite numbers with lo <= hi raises ValueError.
 
     A failed or zero measurement (ours, baseline_value or a given ceiling_value missing, NaN,
     infinite, zero or negative) makes ``ratio`` (and ``ceiling_fraction``) NaN, sets
@@ -184,6 +221,7 @@ def make_case(
         raise ValueError(f"repeats: expected an int >= 1, got {repeats!r}")
     if not isinstance(child_process, bool):
         raise ValueError(f"child_process: expected a bool, got {child_process!r}")
+    spread = None if ratio_range is None else _checked_range(ratio_range)
     problems = [p for p in (_measurement_problem("ours", ours),
                             _measurement_problem("baseline_value", baseline_value)) if p]
     nan = float("nan")
@@ -207,6 +245,8 @@ def make_case(
     if problems:
         out["failed"] = True
         out["failure"] = "; ".join(problems)
+    elif spread is not None:
+        out["ratio_range"] = spread
     out.update(extra)
     _report(out)
     return out

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from pangu_core.bench.common import MIN_REPEATS, interleaved_medians, make_case, memcpy_gbps, torch_threads
+from pangu_core.bench.common import (MIN_REPEATS, interleaved_medians, make_case, memcpy_gbps, ratio_range,
+                                     torch_threads)
 from pangu_core.tensors import numel as _numel
 
 NAME = "merge"
@@ -123,7 +124,7 @@ def _inmem_cases(quick: bool, ceiling: float, threads: int) -> list[dict[str, An
         _progress(f"{case} ...")
         ours, baseline, streams = inmem_sides(method, base, models)
         with torch_threads(threads):
-            ours_s, base_s = interleaved_medians(ours, baseline)
+            ours_s, base_s, spread = interleaved_medians(ours, baseline)
             reference = baseline()
         mine = ours()
         diff = max(float((mine[k].float() - reference[k].float()).abs().max()) for k in base)
@@ -137,7 +138,7 @@ def _inmem_cases(quick: bool, ceiling: float, threads: int) -> list[dict[str, An
             ceiling="memory copy", ceiling_value=ceiling, bytes_per_model_mb=2 * elements / 2**20,
             streams_read_written=streams, bytes_moved=moved, max_abs_diff_vs_baseline=diff,
             ours_seconds=ours_s, baseline_seconds=base_s, threads=threads, repeats=MIN_REPEATS,
-            child_process=False,
+            child_process=False, ratio_range=spread,
             notes=f"GB/s = {streams} x bytes per model / s on both sides ({streams - 1} state dicts read, "
                   "1 written); ceiling: torch copy_ of float32 at the same threads counting read + "
                   "written bytes; ours and the linear baseline write into preallocated outputs, the TIES "
@@ -379,9 +380,12 @@ def _file_cases(quick: bool, threads: int) -> list[dict[str, Any]]:
                          ours_options="durable=False (no fsync, like mergekit); input XXH64 digests recorded "
                                       "(default input_hash: xxh64; sha256 available); mergekit hashes nothing",
                          **_compare_outputs(root, method, paths))
+            # Every round runs both sides, so repetition i of each is paired (an early stop ends a whole round).
             cases.append(make_case(case, "seconds", ours_s,
                                    f"mergekit run_merge (lazy_unpickle, one process, {threads} torch threads)",
-                                   mk_s, higher_is_better=False, **extra))
+                                   mk_s, higher_is_better=False,
+                                   ratio_range=ratio_range(runs["ours"]["seconds"], runs["mergekit"]["seconds"]),
+                                   **extra))
     return cases
 
 

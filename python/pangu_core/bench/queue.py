@@ -15,13 +15,12 @@ import queue as std_queue
 import random
 import statistics
 import threading
-import time
 from typing import Any, Callable
 
 import numpy as np
 
 from pangu_core import _core
-from pangu_core.bench.common import MIN_REPEATS, make_case, progress
+from pangu_core.bench.common import MIN_REPEATS, interleaved_times, make_case, progress, ratio_range
 from pangu_core.queue import PriorityQueue, QueueClosed
 
 NAME = "queue"
@@ -33,24 +32,20 @@ OURS_BATCH_PASSES = 8
 
 
 def _rates(count: int, ours: Callable[[], Any], baseline: Callable[[], Any],
-           ours_count: int | None = None) -> tuple[float, float]:
-    """Items per second of ``ours`` and ``baseline``: items over the median of 5 timed runs each.
+           ours_count: int | None = None) -> tuple[float, float, list[float] | None]:
+    """Items per second of ``ours`` and ``baseline`` (items over the median of 5 timed runs each)
+    and the :func:`common.ratio_range` of the per-run rates.
 
-    ``count`` items per baseline run, ``ours_count`` (default ``count``) per run of ours.
+    ``count`` items per baseline run, ``ours_count`` (default ``count``) per run of ours, so the
+    range pairs rates, not times.
 
     The runs alternate (ours, baseline, ours, ...) after one warm-up each, so a load change on a
     shared machine hits both sides alike instead of skewing the ratio.
     """
-    ours()
-    baseline()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(MIN_REPEATS):
-        for fn, out in ((ours, times[0]), (baseline, times[1])):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return (count if ours_count is None else ours_count) / statistics.median(times[0]), \
-        count / statistics.median(times[1])
+    ours_count = count if ours_count is None else ours_count
+    ours_s, base_s = interleaved_times([ours, baseline], MIN_REPEATS)
+    spread = ratio_range([ours_count / t for t in ours_s], [count / t for t in base_s], higher_is_better=True)
+    return ours_count / statistics.median(ours_s), count / statistics.median(base_s), spread
 
 
 def per_item_case(n: int) -> dict[str, Any]:
@@ -72,9 +67,9 @@ def per_item_case(n: int) -> dict[str, Any]:
             get()
 
     progress(f"per_item: {n:,} put+get per run")
-    ours_rate, stdlib_rate = _rates(n, run_ours, run_stdlib)
+    ours_rate, stdlib_rate, spread = _rates(n, run_ours, run_stdlib)
     return make_case("per_item", "items/s", ours_rate, "queue.PriorityQueue put/get per item, 1 thread",
-                     stdlib_rate, repeats=MIN_REPEATS, child_process=False, items=n)
+                     stdlib_rate, repeats=MIN_REPEATS, child_process=False, ratio_range=spread, items=n)
 
 
 class LockedHeap:
@@ -139,11 +134,11 @@ def batch_case(n: int) -> dict[str, Any]:
 
     total = len(chunks) * BATCH
     progress(f"batch: {len(chunks)} batches of {BATCH:,} per run")
-    ours_rate, heapq_rate = _rates(total, run_ours, run_heapq, ours_count=OURS_BATCH_PASSES * total)
+    ours_rate, heapq_rate, spread = _rates(total, run_ours, run_heapq, ours_count=OURS_BATCH_PASSES * total)
     return make_case("batch", "items/s", ours_rate,
                      f"heapq (-priority, sequence, item) under one threading.Lock, a batch of {BATCH:,} "
                      "pushed and popped per lock hold, 1 thread", heapq_rate,
-                     repeats=MIN_REPEATS, child_process=False, items=total, batch=BATCH)
+                     repeats=MIN_REPEATS, child_process=False, ratio_range=spread, items=total, batch=BATCH)
 
 
 def _mpmc_ours(per_producer: int) -> None:
@@ -200,10 +195,11 @@ def _run_2x2(produce: Callable[[int], None], consume: Callable[[], None], finish
 def mpmc_case(per_producer: int) -> dict[str, Any]:
     total = 2 * per_producer
     progress(f"mpmc_2x2: {total:,} items through 2 producer + 2 consumer threads per run")
-    ours_rate, stdlib_rate = _rates(total, lambda: _mpmc_ours(per_producer), lambda: _mpmc_stdlib(per_producer))
+    ours_rate, stdlib_rate, spread = _rates(total, lambda: _mpmc_ours(per_producer),
+                                            lambda: _mpmc_stdlib(per_producer))
     return make_case("mpmc_2x2", "items/s", ours_rate,
                      "queue.PriorityQueue(maxsize=1024) put/get per item, 2 producer + 2 consumer threads",
-                     stdlib_rate, repeats=MIN_REPEATS, child_process=False, items=total)
+                     stdlib_rate, repeats=MIN_REPEATS, child_process=False, ratio_range=spread, items=total)
 
 
 AGE_BOOST = 0.01
@@ -234,6 +230,7 @@ def core_native_case(ops: int, resident: int = 1000) -> dict[str, Any]:
     return make_case("core_native", "Mops/s", ours,
                      "std::priority_queue<(key, sequence)> put/pop in the same C++ loop, no lock, 1 thread",
                      theirs, repeats=MIN_REPEATS, child_process=False, ops=ops, resident=resident,
+                     ratio_range=ratio_range([r[0] for r in runs["ours"]], [r[0] for r in runs["std"]]),
                      ours_cpu_time=ops / cpu / 1e6 if cpu > 0 else float("nan"))
 
 

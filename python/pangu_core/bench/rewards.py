@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
-from pangu_core.bench.common import MIN_REPEATS, interleaved_times, make_case, percentiles
+from pangu_core.bench.common import MIN_REPEATS, interleaved_times, make_case, percentiles, ratio_range
 from pangu_core.rewards.types import CodeTest
 
 NAME = "rewards"
@@ -230,7 +230,8 @@ def math_cases(n: int, n_safe: int, repeats: int = MIN_REPEATS) -> list[dict[str
             "math_verify_1k", "verifications/s", n / statistics.median(t_ours),
             f"math-verify parse+verify (default signal timeouts) in concurrent.futures.ProcessPoolExecutor, "
             f"{workers} processes, pool.map chunks", n / statistics.median(t_pool),
-            repeats=repeats, child_process=True, verifications=n, workers=workers,
+            repeats=repeats, child_process=True, ratio_range=ratio_range(t_ours, t_pool), verifications=n,
+            workers=workers,
             caches="off on both sides (our verdict cache 0, fast verdicts off; no string repeats in a batch)",
             agreement=sum(agree) / max(1, len(agree)),
             ours_fast_verdicts=n / statistics.median(t_fast),
@@ -252,12 +253,14 @@ def math_cases(n: int, n_safe: int, repeats: int = MIN_REPEATS) -> list[dict[str
         pool.shutdown()  # no pool threads while forking
         t_ours, t_safe = interleaved([safe_ours, safe_base], repeats)
     agree = [a == b for r in range(repeats) for a, b in zip(verdicts["safe_ours"][r], verdicts["safe"][r])]
+    # The latency percentiles pool every call and pair nothing: the spread comes from the repetitions.
     ours_p, safe_p = percentiles(lat_ours), percentiles(lat_safe)
     cases.append(make_case(
         "math_verify_1k_safe", "verifications/s", n_safe / statistics.median(t_ours),
         f"math-verify in a fresh forked multiprocessing.Process per call (killed after {TIMEOUT_SECONDS:g} s), "
         f"{workers} at once", n_safe / statistics.median(t_safe),
-        repeats=repeats, child_process=True, verifications=n_safe, in_flight=workers,
+        repeats=repeats, child_process=True, ratio_range=ratio_range(t_ours, t_safe), verifications=n_safe,
+        in_flight=workers,
         caches="off on both sides", agreement=sum(agree) / max(1, len(agree)),
         p50_s=ours_p["p50"], p99_s=ours_p["p99"], baseline_p50_s=safe_p["p50"], baseline_p99_s=safe_p["p99"],
     ))
@@ -364,7 +367,8 @@ def code_case(n: int, repeats: int = MIN_REPEATS) -> dict[str, Any]:
     case = make_case(
         "code_exec_200", "programs/s", n / statistics.median(t_ours),
         f"subprocess.run(python -I -S) per test, no sandbox, {workers} threads", n / statistics.median(t_base),
-        repeats=repeats, child_process=True, programs=n, tests_per_program=5, workers=workers,
+        repeats=repeats, child_process=True, ratio_range=ratio_range(t_ours, t_base), programs=n,
+        tests_per_program=5, workers=workers,
         tests_passed=sum(passed["ours"]), baseline_tests_passed=sum(passed["baseline"]),
         p50_s=lat["p50"], p99_s=lat["p99"],
     )

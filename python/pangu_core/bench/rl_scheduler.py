@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from pangu_core.bench.common import MIN_REPEATS, make_case, progress, torch_threads
+from pangu_core.bench.common import MIN_REPEATS, make_case, progress, ratio_range, torch_threads
 
 NAME = "rl_scheduler"
 DESCRIPTION = "GRPO scheduler: async (eta = 1) vs sync (eta = 0) with a sleeping generator and a real learner step"
@@ -146,13 +146,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     theirs = statistics.median(a["groups_per_s"] for a in arms[0])
     t_during = statistics.median(a["step_s"] for arm in arms.values() for a in arm)
     g = per_token_s * batch_groups * group_size * length
+    runs = {"async": [a["groups_per_s"] for a in arms[1]], "sync": [a["groups_per_s"] for a in arms[0]]}
     return [make_case(
         "async_vs_sync_balanced", "groups/s", ours, BASELINE, theirs, repeats=repeats, child_process=False,
         ceiling=CEILING, ceiling_value=LIMIT * theirs, threads=threads, steps=steps, batch_groups=batch_groups,
         group_size=group_size, tokens_per_response=length, g_s_per_batch=g, t_s_per_batch_calibrated=t,
         t_s_per_batch_during=t_during, limit_ratio=LIMIT,
         model_limit_measured=(g + t_during) / max(g, t_during),
-        groups_per_s_runs={"async": [a["groups_per_s"] for a in arms[1]], "sync": [a["groups_per_s"] for a in arms[0]]},
+        # Repetition r ran both arms back to back: its two groups/s figures are a pair.
+        ratio_range=ratio_range(runs["async"], runs["sync"], higher_is_better=True),
+        groups_per_s_runs=runs,
         step_s_runs={"async": [a["step_s"] for a in arms[1]], "sync": [a["step_s"] for a in arms[0]]},
         max_lag_consumed={"async": max(a["max_lag_consumed"] for a in arms[1]),
                           "sync": max(a["max_lag_consumed"] for a in arms[0])},

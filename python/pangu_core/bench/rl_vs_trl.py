@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pangu_core.bench._rl_vs_trl_side import trl_arguments, trl_differences, trl_version
-from pangu_core.bench.common import make_case, progress, skipped_case
+from pangu_core.bench.common import make_case, progress, ratio_range, skipped_case
 from pangu_core.rl.config import RLConfig, builtin_config
 
 NAME = "rl_vs_trl"
@@ -205,6 +205,15 @@ def _ratio(ours: float, theirs: float) -> float:
     return ours / theirs if theirs > 0 and not math.isnan(ours) else float("nan")
 
 
+def _seed_ratio_range(ours: dict[str, Any], trl: dict[str, Any]) -> list[float] | None:
+    """The ratio_range of groups/s over the seeds both sides completed: a seed's runs are one
+    repetition of each side (run back to back), so they pair by seed, not by list position."""
+    ours_by_seed = dict(zip(ours["seeds"], ours["groups_per_s"]))
+    trl_by_seed = dict(zip(trl["seeds"], trl["groups_per_s"]))
+    seeds = [seed for seed in ours_by_seed if seed in trl_by_seed]
+    return ratio_range([ours_by_seed[s] for s in seeds], [trl_by_seed[s] for s in seeds], higher_is_better=True)
+
+
 def _pick_baseline(trl_arms: dict[str, dict[str, Any]]) -> str:
     """The TRL arm with the higher median groups/s (the strongest baseline within the thread budget)."""
     rated = {arm: f["groups_per_s_median"] for arm, f in trl_arms.items() if not math.isnan(f["groups_per_s_median"])}
@@ -273,7 +282,7 @@ def build_cases(runs: dict[str, list[dict[str, Any]]], size: dict[str, Any], ver
             extra["errors"] = errors
         cases.append(make_case(case, METRIC, ours["groups_per_s_median"], BASELINE, trl["groups_per_s_median"],
                                repeats=max(1, min(len(ours["groups_per_s"]), len(trl["groups_per_s"]))),
-                               child_process=True, **extra))
+                               child_process=True, ratio_range=_seed_ratio_range(ours, trl), **extra))
     return cases
 
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from pangu_core.bench.common import (MIN_REPEATS, interleaved_medians, make_case, memcpy_gbps, skipped_case,
-                                     torch_threads)
+from pangu_core.bench.common import (MIN_REPEATS, interleaved_medians, make_case, memcpy_gbps, ratio_range,
+                                     skipped_case, torch_threads)
 from pangu_core.tensors import dtype_name, numel
 from pangu_core.tensors import element_size as bytes_per_element
 
@@ -142,14 +142,14 @@ def bench_flatten(nbytes: int, repeats: int = MIN_REPEATS) -> dict[str, Any]:
         _zero(targets)
 
     with torch_threads(threads):
-        ours_s, theirs_s = interleaved_medians(ours, theirs, repeats, between=check)
+        ours_s, theirs_s, spread = interleaved_medians(ours, theirs, repeats, between=check)
         copy_rw = memcpy_gbps()
     del flat, joined, pieces, state, targets, tensors, outs
     return make_case("flatten_1g", "GB/s", size / ours_s / 1e9,
                      f"torch.cat(out=preallocated) + copy_ per tensor, {threads} torch threads",
                      size / theirs_s / 1e9, ceiling="two memory copies at memcpy bandwidth",
                      ceiling_value=copy_rw / 4, bytes=size, tensors=len(names), threads=threads,
-                     memcpy_gbps_read_write=copy_rw, repeats=repeats, child_process=False,
+                     memcpy_gbps_read_write=copy_rw, repeats=repeats, child_process=False, ratio_range=spread,
                      notes="GB/s = state-dict bytes / s of flatten + unflatten into a second state dict; "
                            "both sides' outputs checked after every call")
 
@@ -264,7 +264,8 @@ def bench_publish_pull(nbytes: int, repeats: int = MIN_REPEATS, device: str = "c
                      f"torch share_memory_() tensors: learner copy_ in, reader copy_ out (2 processes, "
                      f"{threads} torch threads each)", size / theirs_s / 1e9, bytes=size, device=device,
                      memcpy_gbps_read_write=copy_rw, publish_plus_pull_seconds=ours_s, threads=threads,
-                     repeats=repeats, child_process=True, **extra,
+                     repeats=repeats, child_process=True, ratio_range=ratio_range(times["ours"], times["theirs"]),
+                     **extra,
                      notes="the reader runs in a spawned child for both sides; GB/s = state-dict bytes / "
                            "(publish or copy-in seconds + pull or copy-out seconds)")
 
@@ -396,6 +397,7 @@ def bench_gloo(nbytes: int, repeats: int = MIN_REPEATS, bucket_mb: int = 4) -> d
                      f"{threads} torch threads per rank", size / theirs_s / 1e9, bytes=size,
                      tensors=result["tensors"], bucket_mb=bucket_mb, baseline_buckets=result["buckets"],
                      threads=threads, repeats=repeats, child_process=True,
+                     ratio_range=ratio_range(result["ours"], result["theirs"]),
                      notes="both ranks run in child processes for both sides; rank 1 checks and zeroes its "
                            "state after every call")
 
