@@ -165,7 +165,7 @@ std::atomic<bool> g_use_openmp{
 // A forked child has none of its parent's OpenMP threads, and libgomp waits for them forever in the
 // child's first parallel region; the child uses the pool, which starts helpers of its own.
 void after_fork_in_child() { g_use_openmp.store(false); }
-const int g_fork_handler = pthread_atfork(nullptr, nullptr, after_fork_in_child);
+[[maybe_unused]] const int g_fork_handler = pthread_atfork(nullptr, nullptr, after_fork_in_child);
 
 void run_on_openmp(Job& job) {
 #ifdef PANGU_WITH_OPENMP
@@ -220,7 +220,6 @@ void set_threads_backend(const std::string& name, const char* what) {
 }
 
 void apply_threads_environment() {
-  (void)g_fork_handler;
   const char* env = std::getenv("PANGU_THREADS");
   if (env != nullptr && *env != '\0') set_threads_backend(env, "PANGU_THREADS");
 }

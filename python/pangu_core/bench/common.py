@@ -295,13 +295,8 @@ def memcpy_gbps(nbytes: int = 256 << 20, repeats: int = MIN_REPEATS) -> float:
 
     src = torch.ones(nbytes // 4, dtype=torch.float32)
     dst = torch.empty_like(src)
-    dst.copy_(src)
-    times = []
-    for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - start)
-    return 2 * nbytes / min(times) / 1e9
+    seconds = min(interleaved_times([lambda: dst.copy_(src)], repeats)[0])
+    return 2 * nbytes / seconds / 1e9
 
 
 def gemm_gflops(n: int = 1024, dtype: str = "float32", repeats: int = MIN_REPEATS) -> float:

@@ -68,9 +68,16 @@ def _world() -> tuple[Any, torch.device]:
 
 
 class _PublisherView:
-    """What both ends of a relay report about the Publisher they hold (``self._publisher``)."""
+    """What both ends of a relay report about the Publisher they hold (``self._publisher``); each end
+    is a context manager that closes itself (its own ``close()``) on exit."""
 
     _publisher: Publisher
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     @property
     def latest_version(self) -> int:
@@ -139,12 +146,6 @@ class RelaySource(_PublisherView):
             self._control(STOP, -1)
         finally:
             self._publisher.close()
-
-    def __enter__(self) -> "RelaySource":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 class Relay(_PublisherView):
@@ -260,9 +261,3 @@ class Relay(_PublisherView):
             self._publisher.close()
         finally:
             self._subscriber.close()
-
-    def __enter__(self) -> "Relay":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
