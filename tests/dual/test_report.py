@@ -31,6 +31,8 @@ def test_mix_summary_by_hand():
     share = 45 / 140
     assert uniform["random_at_auto_tokens"]["fast_share"] == pytest.approx(share)
     assert uniform["auto_over_random"] == pytest.approx(1.0 - (1 - share * 0.5))
+    # the oracle (here the same point as auto) has the same margin over the random line
+    assert uniform["oracle_over_random"] == pytest.approx(uniform["auto_over_random"])
     # easy-heavy over levels 1-2: weights 5/7 and 2/7
     heavy = mix_summary(RESULT, "easy_heavy")
     assert heavy["auto"]["tokens"] == pytest.approx(10 * 5 / 7 + 200 * 2 / 7)
@@ -73,7 +75,7 @@ def test_targets_by_hand():
     final = {"accuracy": {"slow": {"1": 1.0, "2": 0.85, "3": 0.5}, "auto": {"1": 1.0, "2": 0.84, "3": 0.4}},
              "mode_follow": {"slow": {"1": 1.0, "2": 1.0, "3": 1.0}, "fast": {"1": 1.0, "2": 0.98, "3": 1.0}},
              "fast_share": {"auto": {"1": 0.95, "2": 0.5, "3": 0.1}}}
-    mixes = {"uniform": {"savings_vs_oracle": 0.9, "auto_over_random": 0.06}}
+    mixes = {"uniform": {"savings_vs_oracle": 0.9, "auto_over_random": 0.06, "oracle_over_random": 0.08}}
     sweep = {"frontier_violation": 0.0, "monotone": True}
     stress = {"decodings": {"greedy": {"loop_rate_drop": None, "accuracy_change_not_looping": 0.0,
                                        "token_overhead": -0.2}}}
@@ -84,5 +86,6 @@ def test_targets_by_hand():
     assert got["fast_share_level_1"]["met"] and got["fast_share_levels_3_5_max"]["value"] == 0.1
     assert not got["fast_share_levels_3_5_max"]["met"]
     assert got["savings_vs_oracle_uniform"]["met"] and got["auto_over_random_uniform"]["met"]
+    assert got["auto_over_random_uniform"]["oracle"] == 0.08
     assert got["bias_sweep_monotone"]["met"] and got["stress_greedy_loop_rate_drop"]["met"] is None
     assert got["stress_greedy_token_overhead"]["met"]

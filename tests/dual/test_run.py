@@ -68,7 +68,7 @@ def test_report_schema_and_run_folder(finished):
     for mix in ("uniform", "easy_heavy"):
         summary = report["mixes"][mix]
         assert set(summary) >= {"slow", "fast", "auto", "oracle", "random_at_auto_share", "random_at_auto_tokens",
-                                "auto_over_random", "savings_vs_oracle", "weights"}
+                                "auto_over_random", "oracle_over_random", "savings_vs_oracle", "weights"}
         assert summary["oracle"]["accuracy"] >= max(summary["slow"]["accuracy"], summary["fast"]["accuracy"])
     assert report["mixes"]["easy_heavy"]["weights"] == pytest.approx({"1": 0.5 / 0.7, "2": 0.2 / 0.7})
     assert [p["bias"] for p in report["sweep"]["points"]] == [-2.0, 0.0, 2.0]
