@@ -108,6 +108,23 @@ def test_progressive_stages_raise_the_fast_share_with_slow_replay():
     assert progressive_pairs(pool) == progressive_pairs(pool)
 
 
+def test_progressive_stages_ask_a_share_of_the_slow_replay_in_auto_mode():
+    pool = items(20)
+    plain = progressive_pairs(pool, FusionConfig(fast_shares=(0.1, 0.5)))
+    mixed = progressive_pairs(pool, FusionConfig(fast_shares=(0.1, 0.5), auto_slow_share=0.5))
+    # 18 and 10 slow prompts: 9 and 5 of them asked in auto mode, with the slow answer; the fast draw
+    # is the same as without the auto share.
+    assert [Counter(p.mode for p in stage) for stage in mixed] == [
+        {"fast": 2, "slow": 9, "auto": 9}, {"fast": 10, "slow": 5, "auto": 5}]
+    for before, after in zip(plain, mixed):
+        for a, b in zip(before, after):
+            assert a.response == b.response and (a.mode == b.mode or (a.mode, b.mode) == ("slow", "auto"))
+    every = progressive_pairs(pool, FusionConfig(fast_shares=(0.1,), auto_slow_share=1.0))
+    assert Counter(p.mode for p in every[0]) == {"fast": 2, "auto": 18}
+    with pytest.raises(ConfigError, match=r"auto_slow_share: expected a number in \[0, 1\], got -0.1"):
+        FusionConfig(auto_slow_share=-0.1)
+
+
 def test_auto_pairs_follow_labels_and_keep_each_mode_above_the_floor():
     pool = items(10)
     labels = np.array([True] + [False] * 9)

@@ -11,7 +11,9 @@ curriculum :class:`~pangu_core.distill.sft_data.Stage` list.
 - **Phase 1, explicit modes** (:func:`progressive_pairs`): starting from the slow thinker, one
   curriculum stage per share in ``fast_shares`` (ours 0.1, 0.3, 0.5); each stage holds every prompt
   once, that share of them as a fast pair (" /no_think" -> the fast answer) and the rest as slow
-  replay (no tag -> the slow answer), drawn afresh per stage by the seed.
+  replay (no tag -> the slow answer), drawn afresh per stage by the seed. ``auto_slow_share`` of
+  the slow replay is asked with " /auto_think" instead (the same slow answer): auto mode starts out
+  as slow mode, so phase 2 mostly has to teach where a fast answer suffices.
 - **Phase 2, auto** (:func:`auto_pairs`): "prompt /auto_think" -> the fast answer when fast-suited,
   else the slow one; the minority mode's auto pairs are repeated (seeded, as evenly as possible)
   until it makes ``min_mode_share`` of the auto pairs (ours 0.2), so no data is dropped; a pool with
@@ -75,6 +77,8 @@ class FusionConfig(Config):
     delta: float = 0.0
     # Phase 1: the share of fast pairs in each curriculum stage, raised stage by stage.
     fast_shares: tuple[float, ...] = (0.1, 0.3, 0.5)
+    # Phase 1: the share of the slow replay asked in auto mode (with the slow answer).
+    auto_slow_share: float = 0.0
     # Phase 2: explicit-tag replay pairs per auto pair (half slow, half fast).
     explicit_replay: float = 0.5
     # Phase 2: the least share of auto pairs each mode gets (its pairs are repeated to reach it).
@@ -95,6 +99,8 @@ class FusionConfig(Config):
         expect(problems, len(self.fast_shares) > 0, "fast_shares", "at least one share", self.fast_shares)
         for i, share in enumerate(self.fast_shares):
             expect(problems, 0.0 <= share <= 1.0, f"fast_shares[{i}]", "a number in [0, 1]", share)
+        expect(problems, 0.0 <= self.auto_slow_share <= 1.0, "auto_slow_share", "a number in [0, 1]",
+               self.auto_slow_share)
         expect(problems, self.explicit_replay >= 0.0, "explicit_replay", "a number >= 0", self.explicit_replay)
         expect(problems, 0.0 <= self.min_mode_share <= 0.5, "min_mode_share", "a number in [0, 0.5]",
                self.min_mode_share)
@@ -164,8 +170,13 @@ def progressive_pairs(items: Sequence[FusionItem], config: FusionConfig = Fusion
     stages = []
     for stage, share in enumerate(config.fast_shares):
         rng = np.random.default_rng([config.seed, 1, stage])
-        fast = set(rng.permutation(len(items))[:round(share * len(items))].tolist())
-        stages.append([Pair(item.prompt, "fast", item.fast) if i in fast else Pair(item.prompt, "slow", item.slow)
+        order = rng.permutation(len(items)).tolist()
+        count = round(share * len(items))
+        fast = set(order[:count])
+        # The auto share is taken from the slow prompts, so the fast draw does not depend on it.
+        auto = set(order[count:][:round(config.auto_slow_share * (len(items) - count))])
+        stages.append([Pair(item.prompt, "fast", item.fast) if i in fast
+                       else Pair(item.prompt, "auto" if i in auto else "slow", item.slow)
                        for i, item in enumerate(items)])
     return stages
 

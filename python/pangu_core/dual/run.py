@@ -126,6 +126,7 @@ class DualRun(VerifierHolder):
         stages = progressive_pairs(teacher_items(tasks), config.fusion)
         entry = self._train(1, self.start_folder(), stages)
         entry["fast_pairs_per_stage"] = [sum(p.mode == "fast" for p in pairs) for pairs in stages]
+        entry["auto_pairs_per_stage"] = [sum(p.mode == "auto" for p in pairs) for pairs in stages]
         entry["seconds"] = time.perf_counter() - started
         write_json(path, entry)
         return entry
