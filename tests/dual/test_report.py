@@ -89,3 +89,18 @@ def test_targets_by_hand():
     assert got["auto_over_random_uniform"]["oracle"] == 0.08
     assert got["bias_sweep_monotone"]["met"] and got["stress_greedy_loop_rate_drop"]["met"] is None
     assert got["stress_greedy_token_overhead"]["met"]
+
+
+def test_targets_count_a_gap_of_exactly_two_points_as_met():
+    # 0.98 - 0.96 is 0.020000000000000018 in floats: still within 0.02, for both the drop and the gap.
+    start = {"accuracy": {"slow": {"1": 0.98}}}
+    final = {"accuracy": {"slow": {"1": 0.96}, "auto": {"1": 0.94}},
+             "mode_follow": {"slow": {"1": 1.0}, "fast": {"1": 1.0}}, "fast_share": {"auto": {"1": 1.0}}}
+    stress = {"decodings": {}}
+    got = targets(start, final, {}, {"frontier_violation": 0.0, "monotone": True}, stress)
+    assert got["slow_accuracy_drop_max"] == {"value": 0.02, "target": "<= 0.02 below the start checkpoint, per level",
+                                             "met": True}
+    assert got["auto_minus_slow_min"]["value"] == -0.02 and got["auto_minus_slow_min"]["met"]
+    final["accuracy"]["auto"]["1"] = 0.93
+    assert not targets(start, final, {}, {"frontier_violation": 0.0, "monotone": True}, stress)[
+        "auto_minus_slow_min"]["met"]
