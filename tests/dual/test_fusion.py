@@ -165,6 +165,23 @@ def test_auto_pairs_replay_explicit_tags_and_refuse_one_mode():
         auto_pairs(pool, [1, 0])
 
 
+def test_fast_replay_can_be_drawn_from_the_fast_suited_prompts_only():
+    pool = items(10)
+    labels = np.arange(10) < 3
+    pairs = auto_pairs(pool, labels, FusionConfig(explicit_replay=1.0, min_mode_share=0.0, fast_replay="fast_suited"))
+    # 10 auto pairs, then 10 replay pairs: 5 slow from every prompt, 5 fast from q0-q2 only.
+    assert Counter(p.mode for p in pairs) == {"auto": 10, "slow": 5, "fast": 5}
+    assert {p.prompt for p in pairs if p.mode == "fast"} <= {"q0", "q1", "q2"}
+    assert all(p.response == FAST.format(p.prompt[1:]) for p in pairs if p.mode == "fast")
+    assert all(p.response == SLOW.format(p.prompt[1:]) for p in pairs if p.mode == "slow")
+    everywhere = auto_pairs(pool, labels, FusionConfig(explicit_replay=1.0, min_mode_share=0.0))
+    assert len({p.prompt for p in everywhere if p.mode == "fast"} - {"q0", "q1", "q2"}) > 0
+    with pytest.raises(ValueError, match=r"fast_suited: no fast-suited item for the fast replay"):
+        auto_pairs(pool, np.zeros(10, bool), FusionConfig(min_mode_share=0.0, fast_replay="fast_suited"))
+    with pytest.raises(ConfigError, match=r"fast_replay"):
+        FusionConfig.from_dict({"fast_replay": "some"})
+
+
 def test_repair_pair_by_hand():
     item = FusionItem("q", "<think>a1\nb2\nc3\n</think>\\boxed{3}", FAST.format(3))
     pair = repair_pair(item, line=1, copies=3, config=FusionConfig(control_text="<W>"))

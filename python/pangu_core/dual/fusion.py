@@ -18,7 +18,9 @@ curriculum :class:`~pangu_core.distill.sft_data.Stage` list.
   else the slow one; the minority mode's auto pairs are repeated (seeded, as evenly as possible)
   until it makes ``min_mode_share`` of the auto pairs (ours 0.2), so no data is dropped; a pool with
   no prompt of one mode is an error. Explicit-tag replay (``explicit_replay`` per auto pair, half
-  slow, half fast) keeps manual switching alive.
+  slow, half fast) keeps manual switching alive; with ``fast_replay: fast_suited`` its fast half
+  comes from the fast-suited prompts only, so fast mode is not trained on answers it cannot reach
+  without thinking.
 - **Self-repair pairs** (:func:`repair_pairs`): the masked part is the prompt, the open marker, the
   slow thinking up to a seeded line, that line again ``copies - 1`` more times (a loop) and the
   control text; the response is the correct rest. ``copies = 1`` is what generation with repair
@@ -81,6 +83,8 @@ class FusionConfig(Config):
     auto_slow_share: float = 0.0
     # Phase 2: explicit-tag replay pairs per auto pair (half slow, half fast).
     explicit_replay: float = 0.5
+    # Phase 2: the prompts of the fast replay: every prompt ("all") or the fast-suited ones.
+    fast_replay: Literal["all", "fast_suited"] = "all"
     # Phase 2: the least share of auto pairs each mode gets (its pairs are repeated to reach it).
     min_mode_share: float = 0.2
     # Self-repair pairs: copies of the looped line before the control text, cycled over the items.
@@ -210,6 +214,15 @@ def auto_pairs(items: Sequence[FusionItem], fast_suited, config: FusionConfig = 
     pairs = [Pair(items[i].prompt, "auto", items[i].fast) for i in fast]
     pairs += [Pair(items[i].prompt, "auto", items[i].slow) for i in slow]
     replay = round(config.explicit_replay * len(pairs))
+    if config.fast_replay == "fast_suited" and replay:
+        suited = [i for i in range(len(items)) if labels[i]]
+        if not suited:
+            raise ValueError("fast_suited: no fast-suited item for the fast replay (fast_replay='fast_suited')")
+        slow_replay = _repeat_to(list(range(len(items))), (replay + 1) // 2, rng)
+        fast_replay = _repeat_to(suited, replay // 2, rng)
+        pairs += [Pair(items[i].prompt, "slow", items[i].slow) for i in slow_replay]
+        pairs += [Pair(items[i].prompt, "fast", items[i].fast) for i in fast_replay]
+        return pairs
     chosen = _repeat_to(list(range(len(items))), replay, rng) if replay else []
     for n, i in enumerate(chosen):
         mode = "slow" if n % 2 == 0 else "fast"
