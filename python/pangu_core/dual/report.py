@@ -3,7 +3,7 @@
 :func:`mode_table` gives per level and mode the accuracy, tokens, fast share, mode-follow rate, loop
 share and repairs; :func:`mix_summary` the savings of auto against slow on a test mix, the oracle
 router's savings and the random-mix line; :func:`sweep_summary` the bias sweep's frontier;
-:func:`stress_summary` self-repair on the stress set; :func:`targets` checks issue 18's targets.
+:func:`stress_summary` self-repair on the stress set; :func:`targets` checks the dual stage's targets.
 The maths is :mod:`pangu_core.dual.metrics`.
 """
 
@@ -140,7 +140,7 @@ def _target(value, met, target: str) -> dict[str, Any]:
 
 def targets(start: Mapping[str, Any], final: Mapping[str, Any], mixes: Mapping[str, Any],
             sweep: Mapping[str, Any], stress: Mapping[str, Any]) -> dict[str, Any]:
-    """Issue 18's targets, each as ``{"value", "target", "met"}`` (met None where not measurable)."""
+    """The dual stage's targets, each as ``{"value", "target", "met"}`` (met None where not measurable)."""
     follow = min(v for mode in ("slow", "fast") for v in final["mode_follow"][mode].values())
     slow_levels = final["accuracy"]["slow"]
     # Differences of accuracies rounded to 1e-9, so that 0.98 - 0.96 counts as the 0.02 it is.
