@@ -73,7 +73,10 @@ def test_report_schema_and_run_folder(finished):
     assert report["mixes"]["easy_heavy"]["weights"] == pytest.approx({"1": 0.5 / 0.7, "2": 0.2 / 0.7})
     assert [p["bias"] for p in report["sweep"]["points"]] == [-2.0, 0.0, 2.0]
     assert set(report["stress"]["decodings"]) == {"greedy", "sample"}
-    assert all(set(t) == {"value", "target", "met"} for t in report["targets"].values())
+    for name, target in report["targets"].items():
+        extra = {"oracle"} if name.startswith("auto_over_random_") else set()
+        assert set(target) == {"value", "target", "met"} | extra, name
+    assert report["targets"]["auto_over_random_uniform"]["oracle"] == report["mixes"]["uniform"]["oracle_over_random"]
     assert "mode_follow_min" in report["targets"] and "savings_vs_oracle_easy_heavy" in report["targets"]
 
 
