@@ -176,8 +176,10 @@ def test_fast_replay_can_be_drawn_from_the_fast_suited_prompts_only():
     assert all(p.response == SLOW.format(p.prompt[1:]) for p in pairs if p.mode == "slow")
     everywhere = auto_pairs(pool, labels, FusionConfig(explicit_replay=1.0, min_mode_share=0.0))
     assert len({p.prompt for p in everywhere if p.mode == "fast"} - {"q0", "q1", "q2"}) > 0
-    with pytest.raises(ValueError, match=r"fast_suited: no fast-suited item for the fast replay"):
-        auto_pairs(pool, np.zeros(10, bool), FusionConfig(min_mode_share=0.0, fast_replay="fast_suited"))
+    # No fast-suited prompt (a pool of one mode): the fast replay comes from every prompt.
+    none = auto_pairs(pool, np.zeros(10, bool), FusionConfig(explicit_replay=1.0, min_mode_share=0.0,
+                                                             fast_replay="fast_suited"))
+    assert Counter(p.mode for p in none) == {"auto": 10, "slow": 5, "fast": 5}
     with pytest.raises(ConfigError, match=r"fast_replay"):
         FusionConfig.from_dict({"fast_replay": "some"})
 

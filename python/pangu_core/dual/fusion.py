@@ -19,8 +19,8 @@ curriculum :class:`~pangu_core.distill.sft_data.Stage` list.
   until it makes ``min_mode_share`` of the auto pairs (ours 0.2), so no data is dropped; a pool with
   no prompt of one mode is an error. Explicit-tag replay (``explicit_replay`` per auto pair, half
   slow, half fast) keeps manual switching alive; with ``fast_replay: fast_suited`` its fast half
-  comes from the fast-suited prompts only, so fast mode is not trained on answers it cannot reach
-  without thinking.
+  comes from the fast-suited prompts only (from every prompt when none is), so fast mode is not
+  trained on answers it cannot reach without thinking.
 - **Self-repair pairs** (:func:`repair_pairs`): the masked part is the prompt, the open marker, the
   slow thinking up to a seeded line, that line again ``copies - 1`` more times (a loop) and the
   control text; the response is the correct rest. ``copies = 1`` is what generation with repair
@@ -215,9 +215,8 @@ def auto_pairs(items: Sequence[FusionItem], fast_suited, config: FusionConfig = 
     pairs += [Pair(items[i].prompt, "auto", items[i].slow) for i in slow]
     replay = round(config.explicit_replay * len(pairs))
     if config.fast_replay == "fast_suited" and replay:
-        suited = [i for i in range(len(items)) if labels[i]]
-        if not suited:
-            raise ValueError("fast_suited: no fast-suited item for the fast replay (fast_replay='fast_suited')")
+        # A pool without a fast-suited prompt replays fast answers of every prompt, as "all" does.
+        suited = [i for i in range(len(items)) if labels[i]] or list(range(len(items)))
         slow_replay = _repeat_to(list(range(len(items))), (replay + 1) // 2, rng)
         fast_replay = _repeat_to(suited, replay // 2, rng)
         pairs += [Pair(items[i].prompt, "slow", items[i].slow) for i in slow_replay]
