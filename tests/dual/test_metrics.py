@@ -7,6 +7,7 @@ import pytest
 
 from pangu_core.dual.metrics import (
     frontier_violation,
+    level_differences,
     mix_mean,
     mix_weights,
     oracle_router,
@@ -53,6 +54,13 @@ def test_oracle_router_by_hand():
     assert savings(tokens.mean(), np.mean([40, 50, 60, 45])) == pytest.approx(1 - 119 / 195)
     with pytest.raises(ValueError, match="slow_tokens: expected 4 values like fast_correct, got 3"):
         oracle_router([1, 0, 0, 1], [1, 1, 0, 0], [5, 6, 7, 4], [1, 2, 3])
+
+
+def test_level_differences_by_hand():
+    # Levels of the subtrahend that the minuend has; 0.96 - 0.98 is -0.02, not -0.020000000000000018.
+    assert level_differences({"1": 0.96, "2": 0.5, "3": 1.0}, {"1": 0.98, "2": 0.25, "4": 1.0}) == {"1": -0.02,
+                                                                                               "2": 0.25}
+    assert level_differences({}, {"1": 1.0}) == {}
 
 
 def test_per_level_means_by_hand():

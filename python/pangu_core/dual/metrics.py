@@ -15,6 +15,8 @@ evaluation's) and per-prompt arrays; no model anywhere.
   per-level figures, so every level counts by its weight, not by its number of test prompts.
 - **Frontier** (:func:`frontier_violation`): how far a bias sweep is from monotone (more tokens
   never buy less accuracy).
+- **Level differences** (:func:`level_differences`): one per-level figure minus another, rounded to
+  1e-9 so that a difference of accuracies such as 0.98 - 0.96 is the 0.02 it is, not 0.020000000000000018.
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ def oracle_router(fast_correct, slow_correct, fast_tokens, slow_tokens) -> tuple
             raise ValueError(f"{name}: expected {fast_ok.shape[0]} values like fast_correct, got {array.shape[0]}")
     correct = np.where(fast_ok, True, slow_ok)
     return correct, np.where(fast_ok, fast_t, slow_t), fast_ok.copy()
+
+
+def level_differences(minuend: Mapping, subtrahend: Mapping) -> dict:
+    """``minuend[level] - subtrahend[level]`` for each level of ``subtrahend`` that ``minuend`` has,
+    rounded to 1e-9 (targets such as "within 0.02" compare these)."""
+    return {level: round(minuend[level] - value, 9) for level, value in subtrahend.items() if level in minuend}
 
 
 def per_level_means(levels, values) -> dict[str, float]:

@@ -143,10 +143,8 @@ def targets(start: Mapping[str, Any], final: Mapping[str, Any], mixes: Mapping[s
     """The dual stage's targets, each as ``{"value", "target", "met"}`` (met None where not measurable)."""
     follow = min(v for mode in ("slow", "fast") for v in final["mode_follow"][mode].values())
     slow_levels = final["accuracy"]["slow"]
-    # Differences of accuracies rounded to 1e-9, so that 0.98 - 0.96 counts as the 0.02 it is.
-    drop = round(max(start["accuracy"]["slow"][lv] - slow_levels[lv] for lv in slow_levels
-                     if lv in start["accuracy"]["slow"]), 9)
-    auto_gap = round(min(final["accuracy"]["auto"][lv] - slow_levels[lv] for lv in slow_levels), 9)
+    drop = max(metrics.level_differences(start["accuracy"]["slow"], slow_levels).values())
+    auto_gap = min(metrics.level_differences(final["accuracy"]["auto"], slow_levels).values())
     share = final["fast_share"]["auto"]
     hard = [share[lv] for lv in ("3", "4", "5") if lv in share]
     out = {

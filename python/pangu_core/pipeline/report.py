@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pangu_core.dual.metrics import level_differences
 from pangu_core.pipeline.config import STAGES, PipelineConfig
 from pangu_core.runs import read_json, write_json
 
@@ -73,8 +74,7 @@ def _level_min(values: Mapping[str, float]) -> float:
 def targets(final: Mapping[str, Any], mixes: Mapping[str, Any]) -> dict[str, Any]:
     """The pipeline's targets on the final model, each ``{"value", "target", "met"}``."""
     slow, auto = final["accuracy"]["slow"], final["accuracy"]["auto"]
-    # Rounded to 1e-9, so that a gap of exactly 0.02 in accuracies such as 0.96 and 0.98 counts as 0.02.
-    gap = round(min(auto[level] - slow[level] for level in slow), 9)
+    gap = min(level_differences(auto, slow).values())
     share = final["fast_share"]["auto"].get("1")
     easy = mixes["easy_heavy"]
     ratio = easy["auto"]["tokens"] / easy["slow"]["tokens"] if easy["slow"]["tokens"] > 0 else None
