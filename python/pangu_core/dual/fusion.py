@@ -214,15 +214,12 @@ def auto_pairs(items: Sequence[FusionItem], fast_suited, config: FusionConfig = 
     pairs = [Pair(items[i].prompt, "auto", items[i].fast) for i in fast]
     pairs += [Pair(items[i].prompt, "auto", items[i].slow) for i in slow]
     replay = round(config.explicit_replay * len(pairs))
-    if config.fast_replay == "fast_suited" and replay:
-        # A pool without a fast-suited prompt replays fast answers of every prompt, as "all" does.
-        suited = [i for i in range(len(items)) if labels[i]] or list(range(len(items)))
-        slow_replay = _repeat_to(list(range(len(items))), (replay + 1) // 2, rng)
-        fast_replay = _repeat_to(suited, replay // 2, rng)
-        pairs += [Pair(items[i].prompt, "slow", items[i].slow) for i in slow_replay]
-        pairs += [Pair(items[i].prompt, "fast", items[i].fast) for i in fast_replay]
-        return pairs
     chosen = _repeat_to(list(range(len(items))), replay, rng) if replay else []
+    # Even places are slow replay, odd places fast; "fast_suited" redraws the fast ones from the
+    # fast-suited prompts (from every prompt when there is none, as "all" does).
+    suited = [i for i in range(len(items)) if labels[i]]
+    if config.fast_replay == "fast_suited" and suited and len(chosen) > 1:
+        chosen[1::2] = _repeat_to(suited, len(chosen) // 2, rng)
     for n, i in enumerate(chosen):
         mode = "slow" if n % 2 == 0 else "fast"
         pairs.append(Pair(items[i].prompt, mode, items[i].slow if mode == "slow" else items[i].fast))
